@@ -1,0 +1,1 @@
+"""Follow-Your-Emoji headless core."""

@@ -1,0 +1,114 @@
+"""``fye``: the headless command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FYEInputError
+
+RENDER_CHUNK = 32
+
+
+def _add_landmarks_parser(sub) -> None:
+    p = sub.add_parser("landmarks", help="portrait + driving video -> aligned expression-landmark video",
+                       description="Writes the driving motion retargeted onto the portrait as an expression-aware "
+                                   "landmark video (one frame per driving frame) and the driving template beside it.")
+    p.add_argument("--portrait", required=True, type=Path, help="reference image (PNG, JPEG, ...)")
+    p.add_argument("--driving", required=True, type=Path,
+                   help="driving video, or a saved template (.npz; an official .npy needs --allow-pickle)")
+    p.add_argument("--out", required=True, type=Path, help="output .mp4; the template goes to OUT.template.npz")
+    p.add_argument("--reference-mode", choices=("letterbox", "keep"), default="letterbox",
+                   help="letterbox: the official 512x512 fit (default); keep: original size cropped to a multiple of 8")
+    p.add_argument("--detection", choices=("image", "video"), default="image",
+                   help="image: detect every frame independently, as the official (default); video: MediaPipe tracking")
+    p.add_argument("--fill", choices=("hold", "interpolate"), default="hold",
+                   help="what frames without a face get: the nearest detected frame, or interpolation")
+    p.add_argument("--smooth", type=int, default=1, metavar="N", help="average head poses over N frames (1 = off)")
+    p.add_argument("--drop-first-frame", action="store_true",
+                   help="drop the first driving frame as the official code does (N-1 output frames)")
+    p.add_argument("--face-landmarker", type=Path, default=None, help="MediaPipe face_landmarker .task file")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow unpickling an official .npy template (only for files you trust)")
+    p.add_argument("--no-template", action="store_true", help="do not write OUT.template.npz")
+    p.set_defaults(run=run_landmarks)
+
+
+def _progress_bar(label: str, total: int | None):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="frame", file=sys.stderr, leave=False)
+
+    def update(done, total, *_):
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
+    from .landmarks import render_expression_landmarks
+
+    for start in range(0, len(motion), chunk):
+        yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
+
+
+def run_landmarks(args) -> int:
+    from .image import load_image, prepare_reference
+    from .landmarks import (FaceLandmarkDetector, align_motion, describe_missing, detect_face_track,
+                            detect_reference, load_template, save_template)
+    from .video import probe_video, iter_video_frames, write_video
+
+    reference = prepare_reference(load_image(args.portrait), args.reference_mode)
+    with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
+        reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
+    if args.driving.suffix in (".npz", ".npy"):
+        driving = load_template(args.driving, allow_pickle=args.allow_pickle)
+    else:
+        info = probe_video(args.driving)
+        bar, update = _progress_bar("detecting", info.frame_count)
+        with bar:
+            driving = detect_face_track(iter_video_frames(args.driving), model_path=args.face_landmarker,
+                                        mode=args.detection, fill=args.fill, fps=info.fps,
+                                        total=info.frame_count, progress=update)
+    print(f"driving: {describe_missing(driving)}", file=sys.stderr)
+    motion = align_motion(reference_track, driving, smooth_window=args.smooth,
+                          drop_first_frame=args.drop_first_frame)
+    count = write_video(args.out, _rendered(motion), motion.fps or 30.0)
+    written = [args.out]
+    if not args.no_template:
+        try:
+            written.append(save_template(driving, args.out.with_suffix(".template.npz")))
+        except BaseException:
+            args.out.unlink(missing_ok=True)
+            raise
+    print(f"wrote {count} frames ({motion.width}x{motion.height}): " + ", ".join(map(str, written)),
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fye", description="Follow-Your-Emoji portrait animation, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_landmarks_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FYEInputError as err:
+        print(f"fye {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"fye {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI promises a one-line reason, not a traceback
+        print(f"fye {args.command}: error: {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Expression-aware landmarks: detection, metric geometry, motion alignment, rendering, templates."""
+from .align import align_motion
+from .detect import DETECTION_MODES, FaceLandmarkDetector, detect_face_track
+from .geometry import load_canonical_face_model, metric_face_geometry
+from .model_file import resolve_face_landmarker
+from .pipeline import describe_missing, detect_reference
+from .render import render_expression_landmarks
+from .templates import load_template, save_template
+from .track import FILL_MODES, FaceTrack, Motion, fill_missing
+
+__all__ = [
+    "DETECTION_MODES", "FILL_MODES", "FaceLandmarkDetector", "FaceTrack", "Motion", "align_motion",
+    "describe_missing", "detect_face_track", "detect_reference", "fill_missing", "load_canonical_face_model",
+    "load_template", "metric_face_geometry", "render_expression_landmarks", "resolve_face_landmarker",
+    "save_template",
+]

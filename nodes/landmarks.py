@@ -1,0 +1,240 @@
+"""Landmark nodes: reference preparation, face landmarks, motion alignment, rendering, templates."""
+import os
+
+import folder_paths
+import numpy as np
+from comfy_api.latest import io
+
+from .convert import FrameProgress, flags_to_mask, images_to_uint8, uint8_to_images
+from .models import model_dirs
+
+CATEGORY = "FollowYourEmoji/landmarks"
+FaceTrackType = io.Custom("FYE_FACE_TRACK")
+MotionType = io.Custom("FYE_MOTION")
+TEMPLATE_EXTENSIONS = (".npz", ".npy")
+
+
+def _detector(mode: str):
+    from ..fye_core.landmarks import FaceLandmarkDetector
+
+    return FaceLandmarkDetector(mode=mode, search_dirs=model_dirs(), download_dir=model_dirs()[0])
+
+
+class PrepareReference(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_PrepareReference",
+            display_name="FYE Prepare Reference",
+            category=CATEGORY,
+            description="Brings a portrait to the size the model works at: the official 512x512 letterbox, "
+                        "or its own size cropped to a multiple of 8.",
+            inputs=[
+                io.Image.Input("image", tooltip="The portrait (one image or a batch)."),
+                io.Combo.Input("mode", options=["letterbox", "keep"], default="letterbox",
+                               tooltip="letterbox: fit inside size x size with black bars, as the official code "
+                                       "(parity). keep: original pixels, each side cropped to a multiple of 8."),
+                io.Int.Input("size", default=512, min=64, max=2048, step=8,
+                             tooltip="Side of the square letterbox (ignored by 'keep')."),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image, mode, size) -> io.NodeOutput:
+        from ..fye_core.image import prepare_reference
+
+        prepared = np.stack([prepare_reference(frame, mode, size) for frame in images_to_uint8(image)])
+        return io.NodeOutput(uint8_to_images(prepared))
+
+
+class FaceLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_FaceLandmarks",
+            display_name="FYE Face Landmarks",
+            category=CATEGORY,
+            description="MediaPipe face landmarks, blendshapes and metric face geometry for every frame. "
+                        "Frames without a face are filled from their neighbours and flagged in the mask.",
+            inputs=[
+                io.Image.Input("images", tooltip="A portrait or the frames of a driving video."),
+                io.Combo.Input("detection", options=["image", "video"], default="image",
+                               tooltip="image: detect every frame on its own, as the official code (parity). "
+                                       "video: MediaPipe tracking between frames (faster, smoother)."),
+                io.Combo.Input("fill", options=["hold", "interpolate"], default="hold",
+                               tooltip="Frames without a face take the nearest detected frame (hold) or a "
+                                       "blend of the detected frames around them (interpolate)."),
+                io.Float.Input("fps", default=30.0, min=0.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames, kept with the track (connect the video's fps)."),
+            ],
+            outputs=[
+                FaceTrackType.Output(display_name="face_track"),
+                io.Image.Output(display_name="preview", tooltip="The landmarks drawn over the frames."),
+                io.Mask.Output(display_name="detected", tooltip="1 on frames where a face was found, 0 on filled ones."),
+                io.String.Output(display_name="report", tooltip="Which frames had no face."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, detection, fill, fps) -> io.NodeOutput:
+        from ..fye_core.landmarks import describe_missing, detect_face_track, render_expression_landmarks
+
+        frames = images_to_uint8(images)
+        height, width = frames.shape[1:3]
+        progress = FrameProgress(len(frames))
+
+        def on_frame(done, total, frame, landmarks):
+            preview = None
+            if landmarks is not None:
+                def preview():
+                    return render_expression_landmarks(landmarks, width, height, normalized=True, background=frame)
+            progress(done, total, preview)
+
+        with _detector(detection) as detector:
+            track = detect_face_track(frames, detector=detector, fill=fill, fps=fps or None, total=len(frames),
+                                      progress=on_frame)
+        preview = render_expression_landmarks(track.landmarks, width, height, normalized=True, background=frames)
+        return io.NodeOutput(track, uint8_to_images(preview), flags_to_mask(track.detected, height, width),
+                             describe_missing(track))
+
+
+class AlignMotion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_AlignMotion",
+            display_name="FYE Align Motion",
+            category=CATEGORY,
+            description="Retargets the driving expressions, pupils and head motion onto the reference face "
+                        "and renders the expression-aware landmark frames that condition the model.",
+            inputs=[
+                FaceTrackType.Input("reference_track", tooltip="Face track of the prepared reference image."),
+                FaceTrackType.Input("driving_track", tooltip="Face track of the driving frames, or a loaded template."),
+                io.Int.Input("smooth_window", default=1, min=1, max=31,
+                             tooltip="Average the head pose over this many frames; 1 is off (official)."),
+                io.Boolean.Input("drop_first_frame", default=False,
+                                 tooltip="Drop the first driving frame as the official code does "
+                                         "(N-1 frames). Off: one motion frame per driving frame."),
+            ],
+            outputs=[
+                MotionType.Output(display_name="motion"),
+                io.Image.Output(display_name="landmark_frames", tooltip="Expression-aware landmark images."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, reference_track, driving_track, smooth_window, drop_first_frame) -> io.NodeOutput:
+        from ..fye_core.landmarks import align_motion
+
+        motion = align_motion(reference_track, driving_track, smooth_window=smooth_window,
+                              drop_first_frame=drop_first_frame)
+        return io.NodeOutput(motion, uint8_to_images(_render(motion)))
+
+
+def _render(motion, background=None) -> np.ndarray:
+    from ..fye_core.landmarks import render_expression_landmarks
+
+    progress = FrameProgress(len(motion))
+    frames = []
+    for start in range(0, len(motion), 16):
+        stop = min(start + 16, len(motion))
+        frames.append(render_expression_landmarks(
+            motion.points[start:stop], motion.width, motion.height,
+            background=None if background is None else background[start:stop]))
+        progress(stop, len(motion))
+    return np.concatenate(frames)
+
+
+class RenderLandmarks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_RenderLandmarks",
+            display_name="FYE Render Landmarks",
+            category=CATEGORY,
+            description="Draws aligned motion as expression-aware landmark images, on black or over frames.",
+            inputs=[
+                MotionType.Input("motion"),
+                io.Image.Input("background", optional=True,
+                               tooltip="Frames to draw over, for checking (same size as the motion; one image "
+                                       "is used for every frame)."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, motion, background=None) -> io.NodeOutput:
+        from ..fye_core.errors import FYEInputError
+
+        if background is not None:
+            background = images_to_uint8(background)
+            if background.shape[1:3] != (motion.height, motion.width):
+                raise FYEInputError(
+                    f"background is {background.shape[2]}x{background.shape[1]} but the motion is "
+                    f"{motion.width}x{motion.height}; use the prepared reference image or resize the frames")
+            if len(background) not in (1, len(motion)):
+                raise FYEInputError(f"background has {len(background)} frames, the motion {len(motion)}; "
+                                    "give one image or one per motion frame")
+            background = np.broadcast_to(background, (len(motion), *background.shape[1:]))
+        return io.NodeOutput(uint8_to_images(_render(motion, background)))
+
+
+class SaveTemplate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_SaveTemplate",
+            display_name="FYE Save Template",
+            category=CATEGORY,
+            description="Saves a driving face track as a template (.npz, no pickle) in the output folder, "
+                        "to animate other portraits without detecting the video again.",
+            inputs=[
+                FaceTrackType.Input("face_track"),
+                io.String.Input("filename_prefix", default="fye/template",
+                                tooltip="Path under the output folder, without extension."),
+            ],
+            outputs=[io.String.Output(display_name="path")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, face_track, filename_prefix) -> io.NodeOutput:
+        from ..fye_core.landmarks import save_template
+
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory())
+        path = save_template(face_track, os.path.join(folder, f"{name}_{counter:05}.npz"))
+        return io.NodeOutput(str(path))
+
+
+class LoadTemplate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        input_dir = folder_paths.get_input_directory()
+        files = sorted(
+            os.path.relpath(os.path.join(root, f), input_dir)
+            for root, _, names in os.walk(input_dir) for f in names if f.endswith(TEMPLATE_EXTENSIONS))
+        return io.Schema(
+            node_id="FYE_LoadTemplate",
+            display_name="FYE Load Template",
+            category=CATEGORY,
+            description="Loads a driving template from the input folder: ours (.npz) or an official "
+                        "make_temple .npy (pickled: only with allow_pickle, for files you trust).",
+            inputs=[
+                io.Combo.Input("template", options=files, tooltip="A .npz or .npy file in the input folder."),
+                io.Boolean.Input("allow_pickle", default=False,
+                                 tooltip="Official .npy templates are pickles, which can run code when loaded. "
+                                         "Enable only for files from a source you trust."),
+            ],
+            outputs=[FaceTrackType.Output(display_name="face_track")],
+        )
+
+    @classmethod
+    def execute(cls, template, allow_pickle) -> io.NodeOutput:
+        from ..fye_core.landmarks import load_template
+
+        return io.NodeOutput(load_template(folder_paths.get_annotated_filepath(template), allow_pickle=allow_pickle))
+
+
+LANDMARK_NODES = (PrepareReference, FaceLandmarks, AlignMotion, RenderLandmarks, SaveTemplate, LoadTemplate)

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+from shared_data import FACE_LANDMARKER, golden, shared_path
+
+from fye_core.landmarks import FaceTrack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def face_landmarker_model(tmp_path_factory):
+    """Points the core at the shared MediaPipe model and keeps any cache out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    model = shared_path(*FACE_LANDMARKER)
+    mp.setenv("FYE_FACE_LANDMARKER", str(model))
+    mp.setenv("FYE_CACHE", str(tmp_path_factory.mktemp("fye-cache")))
+    yield model
+    mp.undo()
+
+
+def golden_track(name: str) -> FaceTrack:
+    """A golden portrait_* or driving_* fixture as a FaceTrack (float64, as the official code computes)."""
+    data = golden(name)
+    single = data["lmks"].ndim == 2
+
+    def arr(key):
+        value = data[key].astype(np.float64)
+        return value[None] if single else value
+
+    return FaceTrack(landmarks=arr("lmks"), mesh=arr("lmks3d"), transforms=arr("trans_mat"),
+                     blendshapes=arr("bs"), detected=np.ones(len(arr("lmks")), bool),
+                     width=int(data["width"]), height=int(data["height"]))
