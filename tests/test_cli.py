@@ -1,0 +1,64 @@
+"""``fye landmarks`` as a user runs it: a subprocess of the installed console script."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from shared_data import shared_path
+
+from fye_core.landmarks import load_template
+from fye_core.video import probe_video, read_video
+
+FYE = str(Path(sys.executable).with_name("fye"))
+
+
+def run_fye(*args):
+    return subprocess.run([FYE, *map(str, args)], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def test_landmarks_writes_video_and_template(tmp_path):
+    out = tmp_path / "result" / "painting.mp4"
+    done = run_fye("landmarks", "--portrait", shared_path("data", "portrait_painting_s9.jpg"),
+                   "--driving", shared_path("data", "lp_d0_driving.mp4"), "--out", out)
+    assert done.returncode == 0, done.stderr
+    info = probe_video(out)
+    frames, fps = read_video(out)
+    assert (info.width, info.height, len(frames), fps) == (512, 512, 78, 25.0)
+    assert frames[:, :, :100].max() < 20  # the letterbox bars hold no landmarks
+    template = load_template(out.with_suffix(".template.npz"))
+    assert len(template) == 78 and template.detected.all() and template.fps == 25.0
+    assert "face found in all 78 frames" in done.stderr
+
+    # the saved template drives a second portrait without detecting the video again
+    again = tmp_path / "again.mp4"
+    done = run_fye("landmarks", "--portrait", shared_path("data", "portrait_cartoon_s7.jpg"),
+                   "--driving", out.with_suffix(".template.npz"), "--out", again, "--no-template")
+    assert done.returncode == 0, done.stderr
+    assert probe_video(again).frame_count == 78 and not again.with_suffix(".template.npz").exists()
+
+
+@pytest.mark.parametrize("case", ["no_face", "bad_video", "pickled_template"])
+def test_failures_are_one_line_and_leave_nothing(tmp_path, case):
+    portrait, driving = shared_path("data", "portrait_cartoon_s7.jpg"), shared_path("data", "lp_d0_driving.mp4")
+    if case == "no_face":
+        portrait = tmp_path / "blank.png"
+        Image.fromarray(np.full((300, 200, 3), 128, np.uint8)).save(portrait)
+        expected = f"no face was found in the portrait {portrait}"
+    elif case == "bad_video":
+        driving = tmp_path / "broken.mp4"
+        driving.write_bytes(b"\x00" * 1000)
+        expected = f"cannot read the driving video {driving}"
+    else:
+        driving = tmp_path / "t.npy"
+        np.save(driving, np.array([{"lmks": 0}], dtype=object), allow_pickle=True)
+        expected = "--allow-pickle"
+    out = tmp_path / "out" / "x.mp4"
+    done = run_fye("landmarks", "--portrait", portrait, "--driving", driving, "--out", out)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("fye landmarks: error:") and expected in last
+    assert "Traceback" not in done.stderr
+    assert not out.parent.exists() or not any(out.parent.iterdir())
