@@ -21,8 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fye_core.image import load_image, prepare_reference  # noqa: E402
-from fye_core.landmarks import (FaceLandmarkDetector, align_motion, detect_reference,  # noqa: E402
-                                load_canonical_face_model, metric_face_geometry, render_expression_landmarks)
+from fye_core.landmarks import (  # noqa: E402
+    FaceLandmarkDetector,
+    align_motion,
+    detect_reference,
+    load_canonical_face_model,
+    metric_face_geometry,
+    render_expression_landmarks,
+)
 from fye_core.landmarks.track import FaceTrack  # noqa: E402
 from fye_core.video import iter_video_frames, probe_video  # noqa: E402
 
@@ -79,13 +85,14 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("FYE_SHARED", REPO.parent / "shared")))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("FYE_FACE_LANDMARKER", str(args.shared / "models" / "face_landmarker_v2_with_blendshapes.task"))
+    shared_model = args.shared / "models" / "face_landmarker_v2_with_blendshapes.task"
+    os.environ.setdefault("FYE_FACE_LANDMARKER", str(shared_model))
 
     import cv2
     import mediapipe
     import scipy
 
-    print(f"config: python {platform.python_version()}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
+    print(f"config: python {platform.python_version()}, {os.cpu_count()} cpus, {platform.machine()}, "
           f"mediapipe {mediapipe.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
           f"opencv {cv2.__version__}, best of {args.repeats}, portrait {PORTRAIT} (letterbox 512)")
     reference = detect_reference(prepare_reference(load_image(args.shared / "data" / PORTRAIT)))

@@ -57,9 +57,16 @@ def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
 
 def run_landmarks(args) -> int:
     from .image import load_image, prepare_reference
-    from .landmarks import (FaceLandmarkDetector, align_motion, describe_missing, detect_face_track,
-                            detect_reference, load_template, save_template)
-    from .video import probe_video, iter_video_frames, write_video
+    from .landmarks import (
+        FaceLandmarkDetector,
+        align_motion,
+        describe_missing,
+        detect_face_track,
+        detect_reference,
+        load_template,
+        save_template,
+    )
+    from .video import iter_video_frames, probe_video, write_video
 
     reference = prepare_reference(load_image(args.portrait), args.reference_mode)
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:

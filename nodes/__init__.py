@@ -6,8 +6,7 @@ from .models import register_model_folder
 
 
 class FYEExtension(ComfyExtension):
-    async def on_load(self) -> None:
-        register_model_folder()
-
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 never calls on_load; the node list is asked for once, when the pack loads.
+        register_model_folder()
         return list(LANDMARK_NODES)

@@ -1,12 +1,11 @@
 """ComfyUI tensors <-> the numpy arrays of fye_core, and progress/interrupt plumbing."""
 import time
 
+import comfy.model_management
+import comfy.utils
 import numpy as np
 import torch
 from PIL import Image
-
-import comfy.model_management
-import comfy.utils
 
 PREVIEW_INTERVAL_S = 0.25
 

@@ -71,7 +71,8 @@ class FaceLandmarks(io.ComfyNode):
             outputs=[
                 FaceTrackType.Output(display_name="face_track"),
                 io.Image.Output(display_name="preview", tooltip="The landmarks drawn over the frames."),
-                io.Mask.Output(display_name="detected", tooltip="1 on frames where a face was found, 0 on filled ones."),
+                io.Mask.Output(display_name="detected",
+                               tooltip="1 on frames where a face was found, 0 on filled ones."),
                 io.String.Output(display_name="report", tooltip="Which frames had no face."),
             ],
         )
@@ -155,7 +156,7 @@ class RenderLandmarks(io.ComfyNode):
             category=CATEGORY,
             description="Draws aligned motion as expression-aware landmark images, on black or over frames.",
             inputs=[
-                MotionType.Input("motion"),
+                MotionType.Input("motion", tooltip="Aligned motion from FYE Align Motion."),
                 io.Image.Input("background", optional=True,
                                tooltip="Frames to draw over, for checking (same size as the motion; one image "
                                        "is used for every frame)."),
@@ -190,7 +191,7 @@ class SaveTemplate(io.ComfyNode):
             description="Saves a driving face track as a template (.npz, no pickle) in the output folder, "
                         "to animate other portraits without detecting the video again.",
             inputs=[
-                FaceTrackType.Input("face_track"),
+                FaceTrackType.Input("face_track", tooltip="Face track of the driving frames (FYE Face Landmarks)."),
                 io.String.Input("filename_prefix", default="fye/template",
                                 tooltip="Path under the output folder, without extension."),
             ],

@@ -127,14 +127,12 @@ class ComfyHost:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 120) -> "ComfyHost":
+    def start(self, timeout: float = 120) -> ComfyHost:
         """Start ComfyUI, wait until it answers, and check that the pack imported cleanly."""
         if self.proc is not None:
             raise RuntimeError("ComfyHost is already started")
         if not (COMFYUI_DIR / "main.py").is_file():
-            raise RuntimeError(
-                f"No ComfyUI host at {COMFYUI_DIR}: run `scripts/bootstrap.sh --comfyui` first"
-            )
+            raise RuntimeError(f"No ComfyUI host at {COMFYUI_DIR}: run `scripts/bootstrap.sh --comfyui` first")
         for sub in ("custom_nodes", "input", "output"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         link = self.base_dir / "custom_nodes" / self.pack_name
@@ -168,13 +166,18 @@ class ComfyHost:
     def _spawn(self) -> None:
         self.port = free_port()
         cmd = [
-            sys.executable, "main.py",
+            sys.executable,
+            "main.py",
             "--cpu",
-            "--listen", "127.0.0.1",
-            "--port", str(self.port),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--disable-auto-launch",
-            "--base-directory", str(self.base_dir),
-            "--database-url", "sqlite:///:memory:",
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            "sqlite:///:memory:",
             *self.extra_args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -201,20 +204,20 @@ class ComfyHost:
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"ComfyUI did not answer on {self.url} in time; log tail:\n{self.log_tail()}"
-                )
+                raise TimeoutError(f"ComfyUI did not answer on {self.url} in time; log tail:\n{self.log_tail()}")
             time.sleep(0.2)
 
     def _check_pack(self) -> None:
         failed = [
-            line for line in self.log_text().splitlines()
+            line
+            for line in self.log_text().splitlines()
             if ("IMPORT FAILED" in line or "Cannot import" in line) and self.pack_name in line
         ]
         if failed:
             raise RuntimeError(
                 f"ComfyUI failed to import the pack {self.pack_name!r}:\n"
-                + "\n".join(failed) + f"\nlog tail:\n{self.log_tail()}"
+                + "\n".join(failed)
+                + f"\nlog tail:\n{self.log_tail()}"
             )
         if self.expected_nodes:
             info = self.object_info()
@@ -244,7 +247,7 @@ class ComfyHost:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> "ComfyHost":
+    def __enter__(self) -> ComfyHost:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -296,9 +299,7 @@ class ComfyHost:
                 body = json.loads(raw)
             except ValueError:
                 raise PromptRejected(f"prompt rejected: {raw}", raw) from None
-            detail = json.dumps(
-                {"error": body.get("error"), "node_errors": body.get("node_errors")}, indent=1
-            )
+            detail = json.dumps({"error": body.get("error"), "node_errors": body.get("node_errors")}, indent=1)
             raise PromptRejected(f"prompt rejected:\n{detail}", body) from None
         return answer["prompt_id"]
 
@@ -310,9 +311,7 @@ class ComfyHost:
             if prompt_id in history:
                 return history[prompt_id]
             if not self.is_running():
-                raise RuntimeError(
-                    f"ComfyUI exited while running prompt {prompt_id}; log tail:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"ComfyUI exited while running prompt {prompt_id}; log tail:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
             time.sleep(0.1)
@@ -411,9 +410,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     input) and bypassed nodes are followed to their source; inputs fed by a PrimitiveNode keep the
     widget value the frontend mirrors into the target node.
     """
-    subgraph_ids = {
-        sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs") or []
-    }
+    subgraph_ids = {sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs") or []}
     nodes = {node["id"]: node for node in workflow.get("nodes") or []}
     links = {}
     for link in workflow.get("links") or []:

@@ -9,8 +9,13 @@ import pytest
 from shared_data import PORTRAITS, VIDEOS, golden, shared_path
 
 from fye_core.image import load_image, prepare_reference
-from fye_core.landmarks import FaceLandmarkDetector, align_motion, detect_face_track, detect_reference
-from fye_core.landmarks import render_expression_landmarks
+from fye_core.landmarks import (
+    FaceLandmarkDetector,
+    align_motion,
+    detect_face_track,
+    detect_reference,
+    render_expression_landmarks,
+)
 from fye_core.video import iter_video_frames, probe_video
 
 LMK_XY, LMK_Z, ROTATION, TRANSLATION, BLENDSHAPES, MESH = 1e-4, 5e-4, 2e-4, 5e-3, 3e-3, 2e-3
@@ -79,7 +84,8 @@ def test_end_to_end_on_lp_d0(detector):
 def test_temple_video_decodes_like_the_golden_decoder():
     """The HDR temple video's RGB depends on the FFmpeg build (README); ours must be the golden PyAV's."""
     data = golden("driving_fye_temple")
-    digests = [hashlib.sha256(f.tobytes()).hexdigest() for f in iter_video_frames(shared_path("data", VIDEOS["fye_temple"]))]
+    frames = iter_video_frames(shared_path("data", VIDEOS["fye_temple"]))
+    digests = [hashlib.sha256(f.tobytes()).hexdigest() for f in frames]
     assert digests == list(data["frames_sha256"])
 
 

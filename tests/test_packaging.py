@@ -1,8 +1,7 @@
 """Package metadata that ComfyUI, its registry and ComfyUI-Manager read."""
 import ast
-import tomllib
-from pathlib import Path
 
+import tomllib
 from shared_data import REPO_ROOT
 
 

@@ -80,7 +80,7 @@ def render_expression_landmarks(
     if background is None:
         out = np.zeros((n, height, width, 3), np.uint8)
     else:
-        out = np.array(background[None] if single else background, dtype=np.uint8, copy=True)
+        out = np.array(background[None] if single else background, dtype=np.uint8, order="C", copy=True)
     groups = [(np.asarray(edges), colour) for edges, colour in EXPRESSION_GROUPS]
     for f in range(n):
         canvas = out[f]

@@ -1,0 +1,127 @@
+"""Our nodes in a real ComfyUI 0.3.75 host over HTTP: registration, the shipped workflow, errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
+from PIL import Image
+from shared_data import golden, shared_path
+
+from fye_core.image import load_image, prepare_reference
+from fye_core.landmarks import align_motion, detect_face_track, detect_reference, load_template
+from fye_core.landmarks import render_expression_landmarks
+from fye_core.video import probe_video, read_video
+
+pytestmark = pytest.mark.comfyui
+
+NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
+            "FYE_SaveTemplate", "FYE_LoadTemplate")
+WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
+API_COPY = REPO_ROOT / "workflows" / "api" / "fye_landmarks_from_video.json"
+PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, face_landmarker_model):
+    base = tmp_path_factory.mktemp("comfyui")
+    (base / "models" / "fye").mkdir(parents=True)
+    shutil.copy(face_landmarker_model, base / "models" / "fye" / face_landmarker_model.name)
+    with ComfyHost(base, expected_nodes=NODE_IDS) as running:
+        for name in (PORTRAIT, VIDEO):
+            shutil.copy(shared_path("data", name), running.input_dir / name)
+        yield running
+
+
+def saved_images(host, history, node_id) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in host.output_files(history, node_id)])
+
+
+def test_nodes_are_registered_with_tooltips(host):
+    info = host.object_info()
+    for node_id in NODE_IDS:
+        node = info[node_id]
+        assert node["category"].startswith("FollowYourEmoji") and node["description"]
+        for name, spec in {**node["input"]["required"], **node["input"].get("optional", {})}.items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert info["FYE_FaceLandmarks"]["output"] == ["FYE_FACE_TRACK", "IMAGE", "MASK", "STRING"]
+    assert "fye" in host.get_json("/models")
+
+
+def test_shipped_workflow_is_listed_as_template(host):
+    assert WORKFLOW.stem in host.get_json("/workflow_templates")[host.pack_name]
+
+
+def test_api_copy_matches_the_shipped_workflow(host):
+    converted = ui_to_api(json.loads(WORKFLOW.read_text()), host.object_info())
+    assert converted == json.loads(API_COPY.read_text())
+
+
+def test_shipped_workflow_equals_headless(host):
+    prompt = ui_to_api(json.loads(WORKFLOW.read_text()), host.object_info())
+    align = next(k for k, n in prompt.items() if n["class_type"] == "FYE_AlignMotion")
+    prepare = next(k for k, n in prompt.items() if n["class_type"] == "FYE_PrepareReference")
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": [align, 1], "filename_prefix": "test/frames"}}
+    prompt["901"] = {"class_type": "FYE_RenderLandmarks", "inputs": {"motion": [align, 0], "background": [prepare, 0]}}
+    prompt["902"] = {"class_type": "SaveImage", "inputs": {"images": ["901", 0], "filename_prefix": "test/overlay"}}
+    history = host.run_prompt(prompt)
+
+    reference_image = prepare_reference(load_image(shared_path("data", PORTRAIT)))
+    reference = detect_reference(reference_image)
+    frames, fps = read_video(shared_path("data", VIDEO))
+    motion = align_motion(reference, detect_face_track(frames, fps=fps))
+    expected = render_expression_landmarks(motion.points, motion.width, motion.height)
+
+    got = saved_images(host, history, "900")
+    assert got.shape == (78, 512, 512, 3)
+    np.testing.assert_array_equal(got, expected)
+    overlay = saved_images(host, history, "902")
+    drawn = expected.any(-1)
+    np.testing.assert_array_equal(overlay[drawn], expected[drawn])
+    np.testing.assert_array_equal(overlay[~drawn], np.broadcast_to(reference_image, overlay.shape)[~drawn])
+
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    info = probe_video(video)
+    assert (info.width, info.height, info.fps, info.frame_count) == (512, 512, fps, 78)
+
+
+def test_reference_without_face_fails_with_a_clear_message(host):
+    Image.fromarray(np.full((256, 256, 3), 90, np.uint8)).save(host.input_dir / "blank.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "blank.png"}},
+        "2": {"class_type": "FYE_FaceLandmarks", "inputs": {"images": ["1", 0], "detection": "image",
+                                                             "fill": "hold", "fps": 30.0}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": PORTRAIT}},
+        "4": {"class_type": "FYE_PrepareReference", "inputs": {"image": ["3", 0], "mode": "letterbox", "size": 512}},
+        "5": {"class_type": "FYE_FaceLandmarks", "inputs": {"images": ["4", 0], "detection": "image",
+                                                             "fill": "hold", "fps": 30.0}},
+        "6": {"class_type": "FYE_AlignMotion", "inputs": {"reference_track": ["2", 0], "driving_track": ["5", 0],
+                                                           "smooth_window": 1, "drop_first_frame": False}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 1]}},
+    }
+    with pytest.raises(PromptFailed, match="no face was found in the reference image"):
+        host.run_prompt(prompt)
+
+
+def test_templates_save_and_load_and_pickles_need_consent(host):
+    data = golden("driving_lp_d0")
+    entries = [{"lmks": data["lmks"][i].astype(np.float64), "lmks3d": data["lmks3d"][i].astype(np.float64),
+                "trans_mat": data["trans_mat"][i].astype(np.float64), "bs": list(data["bs"][i]),
+                "width": 512, "height": 512} for i in range(len(data["lmks"]))]
+    np.save(host.input_dir / "official_mppose.npy", np.array(entries, dtype=object), allow_pickle=True)
+
+    def prompt(allow_pickle):
+        return {
+            "1": {"class_type": "FYE_LoadTemplate", "inputs": {"template": "official_mppose.npy",
+                                                                "allow_pickle": allow_pickle}},
+            "2": {"class_type": "FYE_SaveTemplate", "inputs": {"face_track": ["1", 0],
+                                                                "filename_prefix": "test/template"}},
+        }
+
+    with pytest.raises(PromptFailed, match="pickled object array"):
+        host.run_prompt(prompt(False))
+    host.run_prompt(prompt(True))
+    (saved,) = sorted((host.output_dir / "test").glob("template_*.npz"))
+    track = load_template(saved)
+    np.testing.assert_array_equal(track.landmarks, data["lmks"].astype(np.float64))

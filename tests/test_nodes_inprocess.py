@@ -1,0 +1,88 @@
+"""Node behaviour that HTTP cannot show: cancellation between frames, previews, the models folder.
+
+ComfyUI's modules rewrite sys.path on import, so they run in a child process with the pack loaded the
+way ComfyUI loads custom nodes (a package named after its folder).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from comfy_host import COMFYUI_DIR, REPO_ROOT
+from shared_data import shared_path
+
+pytestmark = pytest.mark.comfyui
+
+SCRIPT = r"""
+import importlib.util, json, os, sys
+repo, extra_dir, frames_path = sys.argv[1:4]
+sys.argv = [sys.argv[0], "--cpu"]
+sys.path.insert(0, os.getcwd())
+import comfy.options
+comfy.options.enable_args_parsing()
+import utils.extra_config  # before `nodes`/comfy.utils shadow the `utils` package
+import folder_paths
+import comfy.model_management as mm
+import comfy.utils
+import numpy as np
+import torch
+
+spec = importlib.util.spec_from_file_location("fye_pack", os.path.join(repo, "__init__.py"),
+                                              submodule_search_locations=[repo])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["fye_pack"] = pack
+spec.loader.exec_module(pack)
+from fye_pack.nodes.landmarks import FaceLandmarks
+from fye_pack.nodes.models import register_model_folder
+
+folder_paths.add_model_folder_path("fye", extra_dir)  # as extra_model_paths.yaml would, before us
+register_model_folder()
+paths, extensions = folder_paths.folder_names_and_paths["fye"]
+
+calls = []
+def hook(value, total, preview, node_id=None):
+    calls.append([value, total, preview[0] if preview else None])
+    if value == 2:
+        mm.interrupt_current_processing(True)
+comfy.utils.set_progress_bar_global_hook(hook)
+
+frames = torch.from_numpy(np.load(frames_path)).float() / 255.0
+result = {"paths": paths, "task_listed": ".task" in extensions}
+try:
+    FaceLandmarks.execute(images=frames, detection="image", fill="hold", fps=25.0)
+    result["interrupted"] = False
+except mm.InterruptProcessingException:
+    result["interrupted"] = True
+result["calls"] = calls
+comfy.utils.set_progress_bar_global_hook(None)
+mm.interrupt_current_processing(False)
+output = FaceLandmarks.execute(images=frames[:2], detection="image", fill="hold", fps=25.0)
+track, preview, mask, report = output.result
+result["device"] = str(preview.device)
+result["mask_shape"] = list(mask.shape)
+result["report"] = report
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_face_landmarks_node_cancels_between_frames_and_previews(tmp_path):
+    frames = np.load(shared_path("golden", "landmarks", "driving_lp_d0.npz"))["frames_sample"]
+    frames_path = tmp_path / "frames.npy"
+    np.save(frames_path, frames)
+    extra = tmp_path / "extra_models" / "fye"
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO_ROOT), str(extra), str(frames_path)],
+                          cwd=COMFYUI_DIR, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result["interrupted"], result
+    # the interrupt raised at the next frame: frames 1 and 2 reported, frame 3 never reached
+    assert [c[0] for c in result["calls"]] == [1, 2] and result["calls"][0][1] == len(frames)
+    assert result["calls"][0][2] == "JPEG"  # a live preview with the first frame
+    # a path from extra_model_paths.yaml stays, ours is added after it
+    assert result["paths"][0] == str(extra) and result["paths"][1].endswith(os.path.join("models", "fye"))
+    assert result["task_listed"]
+    assert result["device"] == "cpu" and result["mask_shape"] == [2, 512, 512]
+    assert result["report"] == "face found in all 2 frames"
