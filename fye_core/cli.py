@@ -7,8 +7,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .errors import FYEInputError
+from .image import REFERENCE_MODES, load_image, prepare_reference
+from .landmarks import (
+    DETECTION_MODES,
+    FILL_MODES,
+    FaceLandmarkDetector,
+    align_motion,
+    describe_missing,
+    detect_face_track,
+    detect_reference,
+    load_template,
+    render_expression_landmarks,
+    save_template,
+)
+from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
 
@@ -21,11 +36,11 @@ def _add_landmarks_parser(sub) -> None:
     p.add_argument("--driving", required=True, type=Path,
                    help="driving video, or a saved template (.npz; an official .npy needs --allow-pickle)")
     p.add_argument("--out", required=True, type=Path, help="output .mp4; the template goes to OUT.template.npz")
-    p.add_argument("--reference-mode", choices=("letterbox", "keep"), default="letterbox",
+    p.add_argument("--reference-mode", choices=REFERENCE_MODES, default="letterbox",
                    help="letterbox: the official 512x512 fit (default); keep: original size cropped to a multiple of 8")
-    p.add_argument("--detection", choices=("image", "video"), default="image",
+    p.add_argument("--detection", choices=DETECTION_MODES, default="image",
                    help="image: detect every frame independently, as the official (default); video: MediaPipe tracking")
-    p.add_argument("--fill", choices=("hold", "interpolate"), default="hold",
+    p.add_argument("--fill", choices=FILL_MODES, default="hold",
                    help="what frames without a face get: the nearest detected frame, or interpolation")
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="average head poses over N frames (1 = off)")
     p.add_argument("--drop-first-frame", action="store_true",
@@ -38,8 +53,6 @@ def _add_landmarks_parser(sub) -> None:
 
 
 def _progress_bar(label: str, total: int | None):
-    from tqdm import tqdm
-
     bar = tqdm(total=total, desc=label, unit="frame", file=sys.stderr, leave=False)
 
     def update(done, total, *_):
@@ -49,25 +62,11 @@ def _progress_bar(label: str, total: int | None):
 
 
 def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
-    from .landmarks import render_expression_landmarks
-
     for start in range(0, len(motion), chunk):
         yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
 
 
 def run_landmarks(args) -> int:
-    from .image import load_image, prepare_reference
-    from .landmarks import (
-        FaceLandmarkDetector,
-        align_motion,
-        describe_missing,
-        detect_face_track,
-        detect_reference,
-        load_template,
-        save_template,
-    )
-    from .video import iter_video_frames, probe_video, write_video
-
     reference = prepare_reference(load_image(args.portrait), args.reference_mode)
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)

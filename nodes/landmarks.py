@@ -5,6 +5,19 @@ import folder_paths
 import numpy as np
 from comfy_api.latest import io
 
+from ..fye_core.errors import FYEInputError
+from ..fye_core.image import REFERENCE_MODES, prepare_reference
+from ..fye_core.landmarks import (
+    DETECTION_MODES,
+    FILL_MODES,
+    FaceLandmarkDetector,
+    align_motion,
+    describe_missing,
+    detect_face_track,
+    load_template,
+    render_expression_landmarks,
+    save_template,
+)
 from .convert import FrameProgress, flags_to_mask, images_to_uint8, uint8_to_images
 from .models import model_dirs
 
@@ -15,8 +28,6 @@ TEMPLATE_EXTENSIONS = (".npz", ".npy")
 
 
 def _detector(mode: str):
-    from ..fye_core.landmarks import FaceLandmarkDetector
-
     return FaceLandmarkDetector(mode=mode, search_dirs=model_dirs(), download_dir=model_dirs()[0])
 
 
@@ -31,7 +42,7 @@ class PrepareReference(io.ComfyNode):
                         "or its own size cropped to a multiple of 8.",
             inputs=[
                 io.Image.Input("image", tooltip="The portrait (one image or a batch)."),
-                io.Combo.Input("mode", options=["letterbox", "keep"], default="letterbox",
+                io.Combo.Input("mode", options=list(REFERENCE_MODES), default="letterbox",
                                tooltip="letterbox: fit inside size x size with black bars, as the official code "
                                        "(parity). keep: original pixels, each side cropped to a multiple of 8."),
                 io.Int.Input("size", default=512, min=64, max=2048, step=8,
@@ -42,8 +53,6 @@ class PrepareReference(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, mode, size) -> io.NodeOutput:
-        from ..fye_core.image import prepare_reference
-
         prepared = np.stack([prepare_reference(frame, mode, size) for frame in images_to_uint8(image)])
         return io.NodeOutput(uint8_to_images(prepared))
 
@@ -59,10 +68,10 @@ class FaceLandmarks(io.ComfyNode):
                         "Frames without a face are filled from their neighbours and flagged in the mask.",
             inputs=[
                 io.Image.Input("images", tooltip="A portrait or the frames of a driving video."),
-                io.Combo.Input("detection", options=["image", "video"], default="image",
+                io.Combo.Input("detection", options=list(DETECTION_MODES), default="image",
                                tooltip="image: detect every frame on its own, as the official code (parity). "
                                        "video: MediaPipe tracking between frames (faster, smoother)."),
-                io.Combo.Input("fill", options=["hold", "interpolate"], default="hold",
+                io.Combo.Input("fill", options=list(FILL_MODES), default="hold",
                                tooltip="Frames without a face take the nearest detected frame (hold) or a "
                                        "blend of the detected frames around them (interpolate)."),
                 io.Float.Input("fps", default=30.0, min=0.0, max=240.0, step=0.001,
@@ -79,8 +88,6 @@ class FaceLandmarks(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, detection, fill, fps) -> io.NodeOutput:
-        from ..fye_core.landmarks import describe_missing, detect_face_track, render_expression_landmarks
-
         frames = images_to_uint8(images)
         height, width = frames.shape[1:3]
         progress = FrameProgress(len(frames))
@@ -126,16 +133,12 @@ class AlignMotion(io.ComfyNode):
 
     @classmethod
     def execute(cls, reference_track, driving_track, smooth_window, drop_first_frame) -> io.NodeOutput:
-        from ..fye_core.landmarks import align_motion
-
         motion = align_motion(reference_track, driving_track, smooth_window=smooth_window,
                               drop_first_frame=drop_first_frame)
         return io.NodeOutput(motion, uint8_to_images(_render(motion)))
 
 
 def _render(motion, background=None) -> np.ndarray:
-    from ..fye_core.landmarks import render_expression_landmarks
-
     progress = FrameProgress(len(motion))
     frames = []
     for start in range(0, len(motion), 16):
@@ -166,8 +169,6 @@ class RenderLandmarks(io.ComfyNode):
 
     @classmethod
     def execute(cls, motion, background=None) -> io.NodeOutput:
-        from ..fye_core.errors import FYEInputError
-
         if background is not None:
             background = images_to_uint8(background)
             if background.shape[1:3] != (motion.height, motion.width):
@@ -201,8 +202,6 @@ class SaveTemplate(io.ComfyNode):
 
     @classmethod
     def execute(cls, face_track, filename_prefix) -> io.NodeOutput:
-        from ..fye_core.landmarks import save_template
-
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory())
         path = save_template(face_track, os.path.join(folder, f"{name}_{counter:05}.npz"))
@@ -233,8 +232,6 @@ class LoadTemplate(io.ComfyNode):
 
     @classmethod
     def execute(cls, template, allow_pickle) -> io.NodeOutput:
-        from ..fye_core.landmarks import load_template
-
         return io.NodeOutput(load_template(folder_paths.get_annotated_filepath(template), allow_pickle=allow_pickle))
 
 

@@ -9,8 +9,13 @@ from PIL import Image
 from shared_data import golden, shared_path
 
 from fye_core.image import load_image, prepare_reference
-from fye_core.landmarks import align_motion, detect_face_track, detect_reference, load_template
-from fye_core.landmarks import render_expression_landmarks
+from fye_core.landmarks import (
+    align_motion,
+    detect_face_track,
+    detect_reference,
+    load_template,
+    render_expression_landmarks,
+)
 from fye_core.video import probe_video, read_video
 
 pytestmark = pytest.mark.comfyui

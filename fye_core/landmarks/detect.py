@@ -13,7 +13,7 @@ from .track import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTrack, fill_missing
 DETECTION_MODES = ("image", "video")
 
 # progress(done, total, frame, landmarks or None); total is None when the length is unknown.
-FrameProgress = Callable[[int, "int | None", np.ndarray, "np.ndarray | None"], None]
+FrameCallback = Callable[[int, "int | None", np.ndarray, "np.ndarray | None"], None]
 
 
 class FaceLandmarkDetector:
@@ -78,7 +78,7 @@ def detect_face_track(
     fill: str = "hold",
     fps: float | None = None,
     total: int | None = None,
-    progress: FrameProgress | None = None,
+    progress: FrameCallback | None = None,
 ) -> FaceTrack:
     """Detects every frame (RGB uint8, all the same size) and builds the track with its metric geometry.
 

@@ -35,9 +35,6 @@ class FaceTrack:
     def __len__(self) -> int:
         return len(self.detected)
 
-    def frame(self, index: int) -> FaceTrack:
-        return self.select(np.array([index]))
-
     def select(self, indices: np.ndarray) -> FaceTrack:
         return replace(self, landmarks=self.landmarks[indices], mesh=self.mesh[indices],
                        transforms=self.transforms[indices], blendshapes=self.blendshapes[indices],
