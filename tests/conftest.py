@@ -28,3 +28,14 @@ def golden_track(name: str) -> FaceTrack:
     return FaceTrack(landmarks=arr("lmks"), mesh=arr("lmks3d"), transforms=arr("trans_mat"),
                      blendshapes=arr("bs"), detected=np.ones(len(arr("lmks")), bool),
                      width=int(data["width"]), height=int(data["height"]))
+
+
+def write_official_template(path, video: str = "lp_d0"):
+    """An official-style template: a pickled object array of per-frame dicts, as make_temple.ipynb saves."""
+    data = golden(f"driving_{video}")
+    faces = golden("constants")["mesh_faces_1based"]
+    entries = [{"lmks": data["lmks"][i].astype(np.float64), "lmks3d": data["lmks3d"][i].astype(np.float64),
+                "trans_mat": data["trans_mat"][i].astype(np.float64), "faces": faces, "bs": list(data["bs"][i]),
+                "width": int(data["width"]), "height": int(data["height"])} for i in range(len(data["lmks"]))]
+    np.save(path, np.array(entries, dtype=object), allow_pickle=True)
+    return path

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
+from conftest import write_official_template
 from PIL import Image
 from shared_data import golden, shared_path
 
@@ -110,11 +111,7 @@ def test_reference_without_face_fails_with_a_clear_message(host):
 
 
 def test_templates_save_and_load_and_pickles_need_consent(host):
-    data = golden("driving_lp_d0")
-    entries = [{"lmks": data["lmks"][i].astype(np.float64), "lmks3d": data["lmks3d"][i].astype(np.float64),
-                "trans_mat": data["trans_mat"][i].astype(np.float64), "bs": list(data["bs"][i]),
-                "width": 512, "height": 512} for i in range(len(data["lmks"]))]
-    np.save(host.input_dir / "official_mppose.npy", np.array(entries, dtype=object), allow_pickle=True)
+    write_official_template(host.input_dir / "official_mppose.npy")
 
     def prompt(allow_pickle):
         return {
@@ -129,4 +126,4 @@ def test_templates_save_and_load_and_pickles_need_consent(host):
     host.run_prompt(prompt(True))
     (saved,) = sorted((host.output_dir / "test").glob("template_*.npz"))
     track = load_template(saved)
-    np.testing.assert_array_equal(track.landmarks, data["lmks"].astype(np.float64))
+    np.testing.assert_array_equal(track.landmarks, golden("driving_lp_d0")["lmks"].astype(np.float64))

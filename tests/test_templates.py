@@ -1,8 +1,7 @@
 """Templates: ours round-trips without pickle; an official make_temple .npy needs explicit consent."""
 import numpy as np
 import pytest
-from conftest import golden_track
-from shared_data import golden
+from conftest import golden_track, write_official_template
 
 from fye_core.errors import FYEInputError
 from fye_core.landmarks import load_template, save_template
@@ -10,15 +9,7 @@ from fye_core.landmarks import load_template, save_template
 
 @pytest.fixture
 def official_npy(tmp_path):
-    """An official-style template: a pickled object array of per-frame dicts, as make_temple.ipynb saves."""
-    data = golden("driving_lp_d0")
-    faces = golden("constants")["mesh_faces_1based"]
-    entries = [dict(lmks=data["lmks"][i].astype(np.float64), lmks3d=data["lmks3d"][i].astype(np.float64),
-                    trans_mat=data["trans_mat"][i].astype(np.float64), faces=faces, bs=list(data["bs"][i]),
-                    width=512, height=512) for i in range(len(data["lmks"]))]
-    path = tmp_path / "lp_d0_mppose.npy"
-    np.save(path, np.array(entries, dtype=object), allow_pickle=True)
-    return path
+    return write_official_template(tmp_path / "lp_d0_mppose.npy")
 
 
 def test_our_template_round_trips_without_pickle(tmp_path):
