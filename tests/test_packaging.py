@@ -26,3 +26,9 @@ def test_entry_module_imports_nothing_at_module_level():
     tree = ast.parse((REPO_ROOT / "__init__.py").read_text())
     assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert any(isinstance(n, ast.AsyncFunctionDef) and n.name == "comfy_entrypoint" for n in tree.body)
+
+
+def test_code_passes_the_linter():
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--no-cache", str(REPO_ROOT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
