@@ -1,5 +1,8 @@
 """Package metadata that ComfyUI, its registry and ComfyUI-Manager read."""
 import ast
+import subprocess
+import sys
+from pathlib import Path
 
 import tomllib
 from shared_data import REPO_ROOT
