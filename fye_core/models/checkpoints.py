@@ -1,0 +1,220 @@
+"""Reading and writing FYE weights without materialising random ones first.
+
+Formats: the official ``lmk_guider.pth`` / ``referencenet.pth`` / ``unet.pth`` (torch.load with
+weights_only), kijai's per-network fp16 safetensors (official key names), AnimateDiff motion-module
+checkpoints, and our own single safetensors file holding every network with its config in the metadata.
+Models are built on the meta device and the loaded tensors assigned in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import FYEInputError
+from ..files import atomic_output
+from . import configs
+from .guider import LandmarkGuider
+from .referencenet import ReferenceNet
+from .unet3d import MotionUNet
+
+FORMAT = "fye-models/1"
+OFFICIAL_FILES = {"guider": "lmk_guider.pth", "referencenet": "referencenet.pth", "unet": "unet.pth"}
+DESCRIPTIONS = {"guider": "the FYE landmark guider (lmk_guider.pth)",
+                "referencenet": "the FYE ReferenceNet (referencenet.pth)",
+                "unet": "the FYE denoising UNet with motion modules (unet.pth)"}
+# AnimateDiff's motion-module names -> pip UNetMotionModel's (diffusers' convert_animatediff_checkpoint_to_diffusers)
+_ANIMATEDIFF_RENAMES = ((".temporal_transformer", ""), (".attention_blocks.0", ".attn1"),
+                        (".attention_blocks.1", ".attn2"), (".norms.0", ".norm1"), (".norms.1", ".norm2"),
+                        (".ff_norm", ".norm3"))
+
+
+@dataclass
+class FYEModels:
+    guider: LandmarkGuider
+    referencenet: ReferenceNet
+    unet: MotionUNet
+    config: dict
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"guider": self.guider, "referencenet": self.referencenet, "unet": self.unet}
+
+    def to(self, device=None, dtype=None) -> FYEModels:
+        for network in self.networks().values():
+            # nn.Module.to: diffusers' ModelMixin.to warns about fp32-only modules these networks do not have
+            nn.Module.to(network, device=device, dtype=dtype)
+        return self
+
+
+def default_config() -> dict:
+    """The full-size official architecture."""
+    return {"unet2d": dict(configs.SD15_UNET), "motion": dict(configs.MOTION), "guider": dict(configs.GUIDER)}
+
+
+def build_models(config: dict | None = None, device: str | torch.device = "meta") -> FYEModels:
+    """Constructs the networks; on ``meta`` (the default) no memory is allocated for their weights."""
+    config = config or default_config()
+    with torch.device(device):
+        return FYEModels(guider=LandmarkGuider(**config["guider"]),
+                         referencenet=ReferenceNet(**config["unet2d"]),
+                         unet=MotionUNet(**configs.unet3d_config(config["unet2d"], config["motion"])),
+                         config=config)
+
+
+def official_to_ours(network: str, key: str) -> str | None:
+    """Our parameter name of an official key; None for the derivable positional encodings."""
+    if network == "unet" and "motion_modules" in key:
+        if "pos_encoder" in key:
+            return None
+        for old, new in _ANIMATEDIFF_RENAMES:
+            key = key.replace(old, new)
+    return key
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file, or of a ``.pth``/``.ckpt`` loaded without running code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FYEInputError(f"checkpoint not found: {path}")
+    if path.suffix in (".safetensors", ".sft"):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError) as err:
+            raise FYEInputError(f"{path} is not a readable safetensors file ({err}); it may be truncated: "
+                                "download it again") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise FYEInputError(f"refused to load {path}: it is a pickle that needs to run code to load "
+                            f"({str(err).splitlines()[0]}); only plain tensor checkpoints are accepted") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise FYEInputError(f"cannot read the checkpoint {path} ({err}); it may be truncated: download it again") \
+            from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FYEInputError(f"{path} does not hold a plain dict of tensors")
+    return state
+
+
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], source: str, description: str) -> None:
+    """Loads ``state`` into a meta-built module by assignment; every parameter must be there, with its shape."""
+    expected = module.state_dict()
+    derivable = {k for k in expected if k.endswith("pos_embed.pe")}
+    missing = [k for k in expected if k not in state and k not in derivable]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+                  for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or mis_shaped:
+        problems = []
+        for label, keys in (("missing", missing), ("mis-shaped", mis_shaped), ("unexpected", unexpected)):
+            if keys:
+                problems.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}")
+        raise FYEInputError(f"{source} does not hold {description}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=False, assign=True)
+    _materialise_positional_encodings(module)
+
+
+def _materialise_positional_encodings(module: nn.Module) -> None:
+    """The motion modules' sinusoidal tables are not stored; compute the ones still on the meta device."""
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    for sub in module.modules():
+        if isinstance(sub, SinusoidalPositionalEmbedding) and sub.pe.is_meta:
+            fresh = SinusoidalPositionalEmbedding(sub.pe.shape[-1], sub.pe.shape[1])
+            sub.register_buffer("pe", fresh.pe.to(device=_device_of(module)), persistent=False)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(p.device for p in module.parameters() if not p.is_meta)
+
+
+def load_official_network(models: FYEModels, network: str, path: str | os.PathLike) -> None:
+    """Loads one official-format file (``.pth`` or kijai ``.safetensors``) into ``models``."""
+    state = {}
+    for key, tensor in read_tensors(path).items():
+        ours = official_to_ours(network, key)
+        if ours is not None:
+            state[ours] = tensor
+    _assign(models.networks()[network], state, str(path), DESCRIPTIONS[network])
+
+
+def load_official(files: dict[str, str | os.PathLike], config: dict | None = None) -> FYEModels:
+    """Official or kijai files, one per network: ``{"guider": ..., "referencenet": ..., "unet": ...}``."""
+    models = build_models(config)
+    for network in ("guider", "referencenet", "unet"):
+        load_official_network(models, network, files[network])
+    return models
+
+
+def load_official_dir(folder: str | os.PathLike, config: dict | None = None) -> FYEModels:
+    folder = Path(folder)
+    missing = [name for name in OFFICIAL_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise FYEInputError(f"{folder} lacks {', '.join(missing)}: put the official Follow-Your-Emoji files "
+                            "there (https://huggingface.co/YueMafighting/FollowYourEmoji)")
+    return load_official({network: folder / name for network, name in OFFICIAL_FILES.items()}, config)
+
+
+def load_motion_modules(models: FYEModels, path: str | os.PathLike) -> None:
+    """Replaces the UNet's motion modules with an AnimateDiff checkpoint (e.g. mm_sd_v15_v2.ckpt)."""
+    state = {}
+    for key, tensor in read_tensors(path).items():
+        ours = official_to_ours("unet", key)
+        if ours is not None:
+            state[ours] = tensor
+    expected = {k: v for k, v in models.unet.state_dict().items() if "motion_modules" in k}
+    module_state = {k: v for k, v in models.unet.state_dict().items() if "motion_modules" not in k}
+    if set(state) != {k for k in expected if not k.endswith("pos_embed.pe")}:
+        missing = sorted(set(expected) - set(state) - {k for k in expected if k.endswith("pos_embed.pe")})
+        raise FYEInputError(f"{path} is not an AnimateDiff v2 motion-module checkpoint for this UNet "
+                            f"(missing {', '.join(missing[:5])}; unexpected {', '.join(sorted(set(state) - set(expected))[:5])})")
+    _assign(models.unet, {**module_state, **state}, str(path), "AnimateDiff motion modules")
+
+
+def save_fye(models: FYEModels, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16) -> Path:
+    """Writes every network into one safetensors file (``guider.``, ``referencenet.``, ``unet.`` keys)."""
+    tensors = {}
+    for network, module in models.networks().items():
+        for key, tensor in module.state_dict().items():
+            if key.endswith("pos_embed.pe"):
+                continue
+            tensor = tensor.detach()
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+            tensors[f"{network}.{key}"] = tensor.contiguous()
+    metadata = {"format": FORMAT, "config": json.dumps(models.config)}
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_fye(path: str | os.PathLike) -> FYEModels:
+    """Loads our single-file format."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise FYEInputError(f"{path} is not a readable safetensors file ({err}); it may be truncated") from None
+    if metadata.get("format") != FORMAT:
+        raise FYEInputError(f"{path} is not an FYE model file (no '{FORMAT}' format tag); for the official files "
+                            "use load_official_dir or `fye convert`")
+    models = build_models(json.loads(metadata["config"]))
+    grouped: dict[str, dict[str, torch.Tensor]] = {name: {} for name in models.networks()}
+    for key, tensor in read_tensors(path).items():
+        network, _, rest = key.partition(".")
+        if network not in grouped:
+            raise FYEInputError(f"{path} holds an unknown network '{network}'")
+        grouped[network][rest] = tensor
+    for network, module in models.networks().items():
+        _assign(module, grouped[network], str(path), f"the {network} of an FYE model file")
+    return models

@@ -1,0 +1,72 @@
+"""The denoising UNet: pip UNetMotionModel with the official Follow-Your-Emoji conditioning.
+
+Additions over pip: ``clip_fc`` for the CLIP context, landmark features added to the ``conv_in`` output,
+ReferenceNet tokens in every spatial self-attention (``ReferenceAttnProcessor``) and per-frame GroupNorm
+in the motion modules (``PerFrameGroupNorm``).
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import UNetMotionModel
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+from torch import nn
+
+from .attention import PerFrameGroupNorm, ReferenceAttnProcessor
+from .configs import CLIP_TOKEN_DIM
+from .referencenet import transformer_blocks_in_forward_order
+
+
+class MotionUNet(UNetMotionModel):
+    def __init__(self, **config):
+        super().__init__(**config)
+        self.clip_fc = nn.Linear(CLIP_TOKEN_DIM, config["cross_attention_dim"])
+        for module in list(self.modules()):
+            if isinstance(module, AnimateDiffTransformer3D):
+                norm = module.norm
+                module.norm = PerFrameGroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine)
+        self.reference_processors = [ReferenceAttnProcessor() for _ in transformer_blocks_in_forward_order(self)]
+        for block, processor in zip(transformer_blocks_in_forward_order(self), self.reference_processors):
+            block.attn1.set_processor(processor)
+        self._landmark_features: torch.Tensor | None = None
+        self.conv_in.register_forward_hook(self._add_landmark_features)
+
+    @property
+    def max_frames(self) -> int:
+        """Longest clip one forward pass can take (the motion modules' positional encoding)."""
+        return self.config.motion_max_seq_length
+
+    def encode_context(self, clip_tokens: torch.Tensor) -> torch.Tensor:
+        """Cross-attention context from CLIP last_hidden_state tokens (zeros for the unconditional half)."""
+        return self.clip_fc(clip_tokens.to(self.dtype))
+
+    def _add_landmark_features(self, module, args, output):
+        if self._landmark_features is None:
+            return output
+        return output + self._landmark_features.to(output.dtype)
+
+    def forward(self, sample: torch.Tensor, timestep, context: torch.Tensor,
+                landmark_features: torch.Tensor | None = None, reference: list[torch.Tensor] | None = None,
+                plain_items: int = 0) -> torch.Tensor:
+        """Predicts v for ``sample`` (B, 4, F, h, w).
+
+        ``context``: (B, N, 768) from ``encode_context``; ``landmark_features``: (B, 320, F, h, w) from the
+        guider, added for every batch item; ``reference``: the 16 ReferenceNet features (R, h*w, C) of
+        the items that use the reference, R = 1 (shared) or ``B - plain_items``; the first
+        ``plain_items`` items (CFG's unconditional half) attend without the reference.
+        """
+        batch, _, frames = sample.shape[:3]
+        if frames > self.max_frames:
+            raise ValueError(f"{frames} frames in one pass, but the motion modules take at most {self.max_frames}")
+        if landmark_features is not None:
+            self._landmark_features = landmark_features.transpose(1, 2).flatten(0, 1)
+        for index, processor in enumerate(self.reference_processors):
+            processor.reference = None if reference is None else reference[index]
+            processor.plain_rows = plain_items * frames
+            processor.num_frames = frames
+        try:
+            context = context.to(self.dtype).repeat_interleave(frames, dim=0)
+            return super().forward(sample.to(self.dtype), timestep, encoder_hidden_states=context).sample
+        finally:
+            self._landmark_features = None
+            for processor in self.reference_processors:
+                processor.reference = None
