@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise FYEInputError(f"{path} is not a readable safetensors file ({err}); it may be truncated: "
                                 "download it again") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap keeps the file out of RAM until used; only torch's zip format supports it
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise FYEInputError(f"refused to load {path}: it is a pickle that needs to run code to load "
                             f"({str(err).splitlines()[0]}); only plain tensor checkpoints are accepted") from None
@@ -105,9 +107,11 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], source: str, description: str) -> None:
-    """Loads ``state`` into a meta-built module by assignment; every parameter must be there, with its shape."""
-    expected = module.state_dict()
+def _assign(module: nn.Module, state: dict[str, torch.Tensor], source: str, description: str,
+            part=lambda key: True) -> None:
+    """Loads ``state`` into a meta-built module by assignment; every parameter of ``part`` must be there,
+    with its shape. Anything else is an error naming ``source`` and the first offending keys."""
+    expected = {key: tensor for key, tensor in module.state_dict().items() if part(key)}
     derivable = {k for k in expected if k.endswith("pos_embed.pe")}
     missing = [k for k in expected if k not in state and k not in derivable]
     unexpected = [k for k in state if k not in expected]
@@ -119,7 +123,8 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], source: str, desc
             if keys:
                 problems.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}")
         raise FYEInputError(f"{source} does not hold {description}: " + "; ".join(problems))
-    module.load_state_dict(state, strict=False, assign=True)
+    # a meta-built module takes the tensors themselves; a loaded one copies them into its own dtype and device
+    module.load_state_dict(state, strict=False, assign=any(p.is_meta for p in module.parameters()))
     _materialise_positional_encodings(module)
 
 
@@ -137,14 +142,18 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(p.device for p in module.parameters() if not p.is_meta)
 
 
-def load_official_network(models: FYEModels, network: str, path: str | os.PathLike) -> None:
-    """Loads one official-format file (``.pth`` or kijai ``.safetensors``) into ``models``."""
+def _official_state(network: str, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state = {}
     for key, tensor in read_tensors(path).items():
         ours = official_to_ours(network, key)
         if ours is not None:
             state[ours] = tensor
-    _assign(models.networks()[network], state, str(path), DESCRIPTIONS[network])
+    return state
+
+
+def load_official_network(models: FYEModels, network: str, path: str | os.PathLike) -> None:
+    """Loads one official-format file (``.pth`` or kijai ``.safetensors``) into ``models``."""
+    _assign(models.networks()[network], _official_state(network, path), str(path), DESCRIPTIONS[network])
 
 
 def load_official(files: dict[str, str | os.PathLike], config: dict | None = None) -> FYEModels:
@@ -165,19 +174,9 @@ def load_official_dir(folder: str | os.PathLike, config: dict | None = None) -> 
 
 
 def load_motion_modules(models: FYEModels, path: str | os.PathLike) -> None:
-    """Replaces the UNet's motion modules with an AnimateDiff checkpoint (e.g. mm_sd_v15_v2.ckpt)."""
-    state = {}
-    for key, tensor in read_tensors(path).items():
-        ours = official_to_ours("unet", key)
-        if ours is not None:
-            state[ours] = tensor
-    expected = {k: v for k, v in models.unet.state_dict().items() if "motion_modules" in k}
-    module_state = {k: v for k, v in models.unet.state_dict().items() if "motion_modules" not in k}
-    if set(state) != {k for k in expected if not k.endswith("pos_embed.pe")}:
-        missing = sorted(set(expected) - set(state) - {k for k in expected if k.endswith("pos_embed.pe")})
-        raise FYEInputError(f"{path} is not an AnimateDiff v2 motion-module checkpoint for this UNet "
-                            f"(missing {', '.join(missing[:5])}; unexpected {', '.join(sorted(set(state) - set(expected))[:5])})")
-    _assign(models.unet, {**module_state, **state}, str(path), "AnimateDiff motion modules")
+    """Replaces the UNet's motion modules with an AnimateDiff checkpoint (e.g. ``mm_sd_v15_v2.ckpt``)."""
+    _assign(models.unet, _official_state("unet", path), str(path), "AnimateDiff v2 motion modules for this UNet",
+            part=lambda key: "motion_modules" in key)
 
 
 def save_fye(models: FYEModels, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16) -> Path:

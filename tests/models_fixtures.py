@@ -1,0 +1,44 @@
+"""The tiny seeded official models of ``golden/models`` loaded through our real loader."""
+import json
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from shared_data import shared_path
+
+from fye_core.models import configs
+from fye_core.models.checkpoints import build_models, load_official
+
+TINY_FILES = {"guider": "lmk_guider.safetensors", "referencenet": "referencenet.safetensors",
+              "unet": "unet.safetensors"}
+
+
+def golden_models_path(name: str):
+    return shared_path("golden", "models", name)
+
+
+def tiny_config() -> dict:
+    official = json.loads(golden_models_path("tiny_referencenet_config.json").read_text())
+    guider = json.loads(golden_models_path("tiny_guider_config.json").read_text())
+    return {"unet2d": configs.unet2d_config(official), "motion": dict(configs.MOTION),
+            "guider": {key: guider[key] for key in configs.GUIDER}}
+
+
+def load_tiny_models():
+    files = {network: golden_models_path(name) for network, name in TINY_FILES.items()}
+    return load_official(files, tiny_config()).to(dtype=torch.float32)
+
+
+def fixtures() -> dict[str, torch.Tensor]:
+    return load_file(str(golden_models_path("fixtures.safetensors")))
+
+
+def tolerance(name: str) -> float:
+    return json.loads(golden_models_path("tolerances.json").read_text())[name]["atol"]
+
+
+def landmark_input() -> torch.Tensor:
+    """(1, 3, 16, 128, 192) landmark frames in [0, 1], as the official cond_image_processor gives them."""
+    with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
+        frames = data["lmk_u8"]
+    return torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)[None]
