@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .errors import FYEInputError
@@ -26,6 +27,7 @@ from .landmarks import (
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _add_landmarks_parser(sub) -> None:
@@ -95,10 +97,43 @@ def run_landmarks(args) -> int:
     return 0
 
 
+def _add_convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="official or kijai weights -> one FYE safetensors file",
+                       description="Converts the official Follow-Your-Emoji weights (a folder with lmk_guider.pth, "
+                                   "referencenet.pth and unet.pth, or kijai's per-network safetensors) into our "
+                                   "single safetensors file, which loads faster and without pickle.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--official-dir", type=Path, help="folder with lmk_guider.pth, referencenet.pth, unet.pth")
+    source.add_argument("--guider", type=Path, help="landmark guider weights (.pth or .safetensors)")
+    p.add_argument("--referencenet", type=Path, help="ReferenceNet weights (with --guider)")
+    p.add_argument("--unet", type=Path, help="denoising UNet weights (with --guider)")
+    p.add_argument("--motion-module", type=Path, help="replace the UNet's motion modules (AnimateDiff v2 .ckpt)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="dtype of the written weights")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
+    p.set_defaults(run=run_convert)
+
+
+def run_convert(args) -> int:
+    from .models import load_motion_modules, load_official, load_official_dir, save_fye
+
+    if args.official_dir is not None:
+        models = load_official_dir(args.official_dir)
+    else:
+        if args.referencenet is None or args.unet is None:
+            raise FYEInputError("--guider needs --referencenet and --unet too")
+        models = load_official({"guider": args.guider, "referencenet": args.referencenet, "unet": args.unet})
+    if args.motion_module is not None:
+        load_motion_modules(models, args.motion_module)
+    save_fye(models, args.out, DTYPES[args.dtype])
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fye", description="Follow-Your-Emoji portrait animation, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_landmarks_parser(sub)
+    _add_convert_parser(sub)
     return parser
 
 

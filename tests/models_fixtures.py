@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from shared_data import shared_path
 
 from fye_core.models import configs
-from fye_core.models.checkpoints import build_models, load_official
+from fye_core.models.checkpoints import load_official
 
 TINY_FILES = {"guider": "lmk_guider.safetensors", "referencenet": "referencenet.safetensors",
               "unet": "unet.safetensors"}

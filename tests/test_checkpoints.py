@@ -1,14 +1,16 @@
 """Checkpoint formats: official .pth, kijai safetensors, AnimateDiff motion modules, ours; and bad files."""
+import json
 import pickle
 
 import pytest
 import torch
 from models_fixtures import TINY_FILES, golden_models_path, load_tiny_models, tiny_config
 from safetensors.torch import load_file, save_file
+from shared_data import shared_path
 
 from fye_core.errors import FYEInputError
 from fye_core.models import build_models, load_fye, load_motion_modules, load_official, load_official_dir, save_fye
-from fye_core.models.checkpoints import OFFICIAL_FILES
+from fye_core.models.checkpoints import OFFICIAL_FILES, default_config, infer_config
 
 
 def official_state(network):
@@ -122,3 +124,30 @@ def test_mis_shaped_weights_are_named(tmp_path):
     files = {network: golden_models_path(name) for network, name in TINY_FILES.items()} | {"guider": path}
     with pytest.raises(FYEInputError, match=r"mis-shaped: conv_out.weight \(16, 256, 3, 3\) \(expected \(32, 256"):
         load_official(files, tiny_config())
+
+
+def test_architecture_is_read_off_the_weights():
+    states = {network: {k: tuple(v.shape) for k, v in official_state(network).items()}
+              for network in ("guider", "referencenet")}
+    assert infer_config(states["guider"], states["referencenet"]) == tiny_config()
+    manifests = {name: json.loads(shared_path("reference", "manifests", f"{name}.json").read_text())
+                 for name in ("lmk_guider", "referencenet")}
+    full = infer_config(*({k: tuple(v) for k, v in m.items()} for m in manifests.values()))
+    assert full == default_config()
+
+
+def test_q_former_is_saved_loaded_and_extends_the_context(tmp_path, kijai):
+    config = {**tiny_config(), "qformer": {}}
+    with_qformer = build_models(config, device="cpu")
+    for network, module in kijai.networks().items():
+        with_qformer.networks()[network].load_state_dict(module.state_dict())
+    loaded = load_fye(save_fye(with_qformer, tmp_path / "q.safetensors", dtype=None))
+    assert loaded.qformer is not None and len(loaded.qformer.layers) == 4
+    assert_same_weights(loaded, with_qformer)
+    tokens = torch.randn(2, 257, 1024)
+    with torch.no_grad():
+        reference_context, unet_context = loaded.encode_context(tokens)
+        plain_reference, plain_unet = kijai.encode_context(tokens)
+    assert reference_context.shape == unet_context.shape == (2, 257 + 16, 768)
+    torch.testing.assert_close(unet_context[:, :257], plain_unet)
+    torch.testing.assert_close(reference_context[:, :257], plain_reference)

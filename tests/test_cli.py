@@ -62,3 +62,31 @@ def test_failures_are_one_line_and_leave_nothing(tmp_path, case):
     assert last.startswith("fye landmarks: error:") and expected in last
     assert "Traceback" not in done.stderr
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_convert_writes_our_single_file(tmp_path):
+    import torch
+    from models_fixtures import TINY_FILES, golden_models_path, load_tiny_models
+    from safetensors.torch import load_file
+
+    from fye_core.models import load_fye
+    from fye_core.models.checkpoints import OFFICIAL_FILES
+
+    official = tmp_path / "official"
+    official.mkdir()
+    for network, name in OFFICIAL_FILES.items():
+        torch.save(load_file(str(golden_models_path(TINY_FILES[network]))), official / name)
+    out = tmp_path / "fye.safetensors"
+    done = run_fye("convert", "--official-dir", official, "--out", out)
+    assert done.returncode == 0, done.stderr
+    converted, expected = load_fye(out), load_tiny_models()
+    for network, module in expected.networks().items():
+        theirs = converted.networks()[network].state_dict()
+        for key, tensor in module.state_dict().items():
+            if not key.endswith("pos_embed.pe"):  # computed on load, not stored
+                assert theirs[key].dtype == torch.float16
+            torch.testing.assert_close(theirs[key].float(), tensor.float(), rtol=0, atol=0)
+
+    done = run_fye("convert", "--official-dir", tmp_path / "nowhere", "--out", tmp_path / "x.safetensors")
+    assert done.returncode != 0 and "lacks lmk_guider.pth" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x.safetensors").exists()

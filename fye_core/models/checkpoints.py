@@ -23,6 +23,7 @@ from ..errors import FYEInputError
 from ..files import atomic_output
 from . import configs
 from .guider import LandmarkGuider
+from .qformer import QFormer
 from .referencenet import ReferenceNet
 from .unet3d import MotionUNet
 
@@ -43,9 +44,23 @@ class FYEModels:
     referencenet: ReferenceNet
     unet: MotionUNet
     config: dict
+    qformer: QFormer | None = None
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"guider": self.guider, "referencenet": self.referencenet, "unet": self.unet}
+        networks = {"guider": self.guider, "referencenet": self.referencenet, "unet": self.unet}
+        return networks if self.qformer is None else {**networks, "qformer": self.qformer}
+
+    def encode_context(self, clip_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention contexts of the ReferenceNet and the UNet from CLIP tokens (B, 257, 1024).
+
+        Zero tokens give the official unconditional context (``clip_fc`` bias). With a Q-Former its
+        query tokens follow the ``clip_fc`` tokens.
+        """
+        contexts = self.referencenet.encode_context(clip_tokens), self.unet.encode_context(clip_tokens)
+        if self.qformer is None:
+            return contexts
+        queries = self.qformer(clip_tokens.to(next(self.qformer.parameters()).dtype))
+        return tuple(torch.cat([context, queries.to(context.dtype)], dim=1) for context in contexts)
 
     def to(self, device=None, dtype=None) -> FYEModels:
         for network in self.networks().values():
@@ -60,13 +75,17 @@ def default_config() -> dict:
 
 
 def build_models(config: dict | None = None, device: str | torch.device = "meta") -> FYEModels:
-    """Constructs the networks; on ``meta`` (the default) no memory is allocated for their weights."""
+    """Constructs the networks; on ``meta`` (the default) no memory is allocated for their weights.
+
+    ``config["qformer"]`` (QFormer kwargs, may be empty) adds the optional Q-Former.
+    """
     config = config or default_config()
     with torch.device(device):
+        qformer = QFormer(**config["qformer"]) if config.get("qformer") is not None else None
         return FYEModels(guider=LandmarkGuider(**config["guider"]),
                          referencenet=ReferenceNet(**config["unet2d"]),
                          unet=MotionUNet(**configs.unet3d_config(config["unet2d"], config["motion"])),
-                         config=config)
+                         config=config, qformer=qformer)
 
 
 def official_to_ours(network: str, key: str) -> str | None:
@@ -135,7 +154,7 @@ def _materialise_positional_encodings(module: nn.Module) -> None:
     for sub in module.modules():
         if isinstance(sub, SinusoidalPositionalEmbedding) and sub.pe.is_meta:
             fresh = SinusoidalPositionalEmbedding(sub.pe.shape[-1], sub.pe.shape[1])
-            sub.register_buffer("pe", fresh.pe.to(device=_device_of(module)), persistent=False)
+            sub.register_buffer("pe", fresh.pe.to(device=_device_of(module)))
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -151,16 +170,49 @@ def _official_state(network: str, path: str | os.PathLike) -> dict[str, torch.Te
     return state
 
 
-def load_official_network(models: FYEModels, network: str, path: str | os.PathLike) -> None:
-    """Loads one official-format file (``.pth`` or kijai ``.safetensors``) into ``models``."""
-    _assign(models.networks()[network], _official_state(network, path), str(path), DESCRIPTIONS[network])
+def infer_config(guider: dict[str, tuple], referencenet: dict[str, tuple]) -> dict:
+    """The architecture of official-format weights from their key shapes (``{key: shape}``)."""
+    levels = sorted({int(key.split(".")[1]) for key in referencenet if key.startswith("down_blocks.")})
+
+    def has_attention(kind: str, level: int) -> bool:
+        return any(key.startswith(f"{kind}_blocks.{level}.attentions.") for key in referencenet)
+
+    cross_attention = next(shape for key, shape in referencenet.items() if key.endswith("attn2.to_k.weight"))
+    unet2d = {
+        **configs.SD15_UNET,
+        "in_channels": referencenet["conv_in.weight"][1],
+        "block_out_channels": [referencenet[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in levels],
+        "layers_per_block": len({key.split(".")[3] for key in referencenet
+                                 if key.startswith("down_blocks.0.resnets.")}),
+        "down_block_types": ["CrossAttnDownBlock2D" if has_attention("down", i) else "DownBlock2D" for i in levels],
+        "up_block_types": ["CrossAttnUpBlock2D" if has_attention("up", i) else "UpBlock2D" for i in levels],
+        "cross_attention_dim": cross_attention[1],
+    }
+    downsamplers = range(1, len([key for key in guider if key.startswith("blocks.") and key.endswith(".weight")]), 2)
+    guider_config = {
+        "conditioning_embedding_channels": guider["conv_out.weight"][0],
+        "conditioning_channels": guider["conv_in.weight"][1],
+        "block_out_channels": [guider["conv_in.weight"][0]] + [guider[f"blocks.{i}.weight"][0] for i in downsamplers],
+    }
+    return {"unet2d": unet2d, "motion": dict(configs.MOTION), "guider": guider_config}
 
 
 def load_official(files: dict[str, str | os.PathLike], config: dict | None = None) -> FYEModels:
-    """Official or kijai files, one per network: ``{"guider": ..., "referencenet": ..., "unet": ...}``."""
+    """Official or kijai files, one per network: ``{"guider": ..., "referencenet": ..., "unet": ...}``.
+
+    Without ``config`` the architecture is read off the weights' shapes.
+    """
+    states = {network: _official_state(network, files[network]) for network in ("guider", "referencenet", "unet")}
+    if config is None:
+        shapes = {network: {key: tuple(t.shape) for key, t in state.items()} for network, state in states.items()}
+        try:
+            config = infer_config(shapes["guider"], shapes["referencenet"])
+        except (KeyError, StopIteration, IndexError) as err:
+            raise FYEInputError(f"cannot tell the architecture of {files['guider']} and {files['referencenet']} "
+                                f"(no {err}); are they the FYE lmk_guider and referencenet weights?") from None
     models = build_models(config)
-    for network in ("guider", "referencenet", "unet"):
-        load_official_network(models, network, files[network])
+    for network, state in states.items():
+        _assign(models.networks()[network], state, str(files[network]), DESCRIPTIONS[network])
     return models
 
 

@@ -21,7 +21,7 @@ class LandmarkGuider(ModelMixin, ConfigMixin):
         super().__init__()
         self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], 3, padding=1)
         blocks = []
-        for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
+        for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:], strict=True):
             blocks += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.Conv2d(c_in, c_out, 3, padding=1, stride=2)]
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = nn.Conv2d(block_out_channels[-1], conditioning_embedding_channels, 3, padding=1)

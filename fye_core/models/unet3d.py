@@ -25,7 +25,7 @@ class MotionUNet(UNetMotionModel):
                 norm = module.norm
                 module.norm = PerFrameGroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine)
         self.reference_processors = [ReferenceAttnProcessor() for _ in transformer_blocks_in_forward_order(self)]
-        for block, processor in zip(transformer_blocks_in_forward_order(self), self.reference_processors):
+        for block, processor in zip(transformer_blocks_in_forward_order(self), self.reference_processors, strict=True):
             block.attn1.set_processor(processor)
         self._landmark_features: torch.Tensor | None = None
         self.conv_in.register_forward_hook(self._add_landmark_features)
