@@ -106,3 +106,20 @@ def test_too_many_frames_for_the_motion_modules_is_refused(tiny):
     sample = torch.zeros(1, 4, 33, 2, 2)
     with pytest.raises(ValueError, match="at most 32"):
         tiny.unet(sample, 0, torch.zeros(1, 1, 768))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_and_compute_track_fp32(golden, dtype):
+    models = load_tiny_models().to(dtype=dtype)
+    tokens = golden["clip_tokens"]
+    uncond_cond = torch.cat([torch.zeros_like(tokens), tokens])
+    with torch.no_grad():
+        reference_context, context = models.encode_context(uncond_cond)
+        latents = golden["ref_latents"].repeat(2, 1, 1, 1)
+        reference = [f[1:] for f in models.referencenet.reference_features(latents, reference_context, 0)]
+        landmarks = models.guider(landmark_input().to(dtype))[:, :, :8]
+        out = models.unet(golden["c_sample"].repeat(2, 1, 1, 1, 1), golden["c_timestep"], context,
+                          landmarks.repeat(2, 1, 1, 1, 1), reference, plain_items=1)
+    assert out.dtype == dtype and reference[0].dtype == dtype
+    error = (out.float() - golden["c_pred_cfg"]).abs().max().item()
+    assert error < 0.05 * golden["c_pred_cfg"].abs().max().item(), error

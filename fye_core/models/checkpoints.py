@@ -126,7 +126,7 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def _assign(module: nn.Module, state: dict[str, torch.Tensor], source: str, description: str,
+def assign_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str, description: str,
             part=lambda key: True) -> None:
     """Loads ``state`` into a meta-built module by assignment; every parameter of ``part`` must be there,
     with its shape. Anything else is an error naming ``source`` and the first offending keys."""
@@ -212,7 +212,7 @@ def load_official(files: dict[str, str | os.PathLike], config: dict | None = Non
                                 f"(no {err}); are they the FYE lmk_guider and referencenet weights?") from None
     models = build_models(config)
     for network, state in states.items():
-        _assign(models.networks()[network], state, str(files[network]), DESCRIPTIONS[network])
+        assign_weights(models.networks()[network], state, str(files[network]), DESCRIPTIONS[network])
     return models
 
 
@@ -227,7 +227,7 @@ def load_official_dir(folder: str | os.PathLike, config: dict | None = None) -> 
 
 def load_motion_modules(models: FYEModels, path: str | os.PathLike) -> None:
     """Replaces the UNet's motion modules with an AnimateDiff checkpoint (e.g. ``mm_sd_v15_v2.ckpt``)."""
-    _assign(models.unet, _official_state("unet", path), str(path), "AnimateDiff v2 motion modules for this UNet",
+    assign_weights(models.unet, _official_state("unet", path), str(path), "AnimateDiff v2 motion modules for this UNet",
             part=lambda key: "motion_modules" in key)
 
 
@@ -267,5 +267,5 @@ def load_fye(path: str | os.PathLike) -> FYEModels:
             raise FYEInputError(f"{path} holds an unknown network '{network}'")
         grouped[network][rest] = tensor
     for network, module in models.networks().items():
-        _assign(module, grouped[network], str(path), f"the {network} of an FYE model file")
+        assign_weights(module, grouped[network], str(path), f"the {network} of an FYE model file")
     return models

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ..errors import FYEInputError
-from .checkpoints import _assign, read_tensors
+from .checkpoints import assign_weights, read_tensors
 
 CLIP_IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -83,7 +83,7 @@ def _load_single_file(path: Path) -> torch.nn.Module:
     state = {key: tensor for key, tensor in read_tensors(path).items() if not key.endswith("position_ids")}
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SD_IMAGE_VARIATIONS_ENCODER_CONFIG))
-    _assign(model, state, str(path), ENCODER_DESCRIPTION)
+    assign_weights(model, state, str(path), ENCODER_DESCRIPTION)
     _materialise_position_ids(model)
     return model
 
