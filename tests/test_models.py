@@ -123,3 +123,15 @@ def test_half_precision_weights_and_compute_track_fp32(golden, dtype):
     assert out.dtype == dtype and reference[0].dtype == dtype
     error = (out.float() - golden["c_pred_cfg"]).abs().max().item()
     assert error < 0.05 * golden["c_pred_cfg"].abs().max().item(), error
+
+
+def test_clip_vision_manifest_is_the_image_encoder_we_build():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from fye_core.models.image_encoder import SD_IMAGE_VARIATIONS_ENCODER_CONFIG
+
+    official = json.loads(shared_path("reference", "manifests", "clip_vision.json").read_text())
+    with torch.device("meta"):
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**SD_IMAGE_VARIATIONS_ENCODER_CONFIG))
+    ours = {key: list(t.shape) for key, t in encoder.state_dict().items()}
+    assert ours == official
