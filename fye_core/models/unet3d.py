@@ -11,7 +11,7 @@ from diffusers import UNetMotionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
-from .attention import PerFrameGroupNorm, ReferenceAttnProcessor
+from .attention import ContextAttnProcessor, PerFrameGroupNorm, ReferenceAttnProcessor
 from .configs import CLIP_TOKEN_DIM
 from .referencenet import transformer_blocks_in_forward_order
 
@@ -24,11 +24,19 @@ class MotionUNet(UNetMotionModel):
             if isinstance(module, AnimateDiffTransformer3D):
                 norm = module.norm
                 module.norm = PerFrameGroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine)
-        self.reference_processors = [ReferenceAttnProcessor() for _ in transformer_blocks_in_forward_order(self)]
-        for block, processor in zip(transformer_blocks_in_forward_order(self), self.reference_processors, strict=True):
-            block.attn1.set_processor(processor)
+        blocks = transformer_blocks_in_forward_order(self)
+        self.reference_processors = [ReferenceAttnProcessor() for _ in blocks]
+        self.context_processors = [ContextAttnProcessor() for _ in blocks]
+        for block, reference, context in zip(blocks, self.reference_processors, self.context_processors, strict=True):
+            block.attn1.set_processor(reference)
+            block.attn2.set_processor(context)
         self._landmark_features: torch.Tensor | None = None
         self.conv_in.register_forward_hook(self._add_landmark_features)
+
+    def set_conditioning_cache(self, enabled: bool) -> None:
+        """Reuse the projections of the reference tokens and CLIP context across calls (on by default)."""
+        for processor in [*self.reference_processors, *self.context_processors]:
+            processor.cache = enabled
 
     @property
     def max_frames(self) -> int:
@@ -63,10 +71,16 @@ class MotionUNet(UNetMotionModel):
             processor.reference = None if reference is None else reference[index]
             processor.plain_rows = plain_items * frames
             processor.num_frames = frames
+        context = context.to(self.dtype)
+        for processor in self.context_processors:
+            processor.context, processor.num_frames = context, frames
         try:
-            context = context.to(self.dtype).repeat_interleave(frames, dim=0)
-            return super().forward(sample.to(self.dtype), timestep, encoder_hidden_states=context).sample
+            # the processors take the context per item; the blocks only pass this on
+            per_frame = context.repeat_interleave(frames, dim=0)
+            return super().forward(sample.to(self.dtype), timestep, encoder_hidden_states=per_frame).sample
         finally:
             self._landmark_features = None
             for processor in self.reference_processors:
                 processor.reference = None
+            for processor in self.context_processors:
+                processor.context = None

@@ -1,0 +1,51 @@
+"""The official noise schedule: DDIM, zero-terminal-SNR rescaled scaled_linear betas, trailing, v-prediction."""
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler
+
+OFFICIAL_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": True,
+}
+
+
+class Schedule:
+    """Timesteps and cumulative alphas of a DDIM run with ``steps`` steps (diffusers' values)."""
+
+    def __init__(self, steps: int, config: dict | None = None):
+        scheduler = DDIMScheduler(**(config or OFFICIAL_SCHEDULER))
+        scheduler.set_timesteps(steps)
+        self.timesteps = scheduler.timesteps.tolist()
+        self.alphas_cumprod = scheduler.alphas_cumprod.double()
+        self.final_alpha_cumprod = float(scheduler.final_alpha_cumprod)
+        # diffusers' DDIM steps to t - T/steps, which is not always the next timestep (trailing: 666 -> 333, then 332)
+        self.stride = scheduler.config.num_train_timesteps // steps
+
+    def alpha(self, t: int) -> float:
+        return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha_cumprod
+
+    def previous(self, t: int) -> int:
+        return t - self.stride
+
+
+def ddim_step(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
+    """One deterministic DDIM step (eta 0) from a v-prediction: x_t -> x_{t-stride}."""
+    alpha, alpha_prev = schedule.alpha(t), schedule.alpha(schedule.previous(t))
+    x0 = alpha**0.5 * x - (1 - alpha) ** 0.5 * v
+    eps = alpha**0.5 * v + (1 - alpha) ** 0.5 * x
+    return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
+
+
+def predicted_x0(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
+    """The clean-latent estimate of a v-prediction (for previews)."""
+    alpha = schedule.alpha(t)
+    return alpha**0.5 * x - (1 - alpha) ** 0.5 * v
