@@ -1,0 +1,168 @@
+"""Portrait + motion frames -> animated frames: the official FYE inference, with the paper's options.
+
+The pieces are plain functions so that ComfyUI (native VAE and CLIP vision) and the CLI (diffusers and
+transformers) share everything but the VAE and CLIP calls, which come in through ``LatentCodec`` and
+ready-made CLIP tokens.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .errors import FYEInputError
+from .models import FYEModels
+from .sampling import (
+    Callback,
+    Conditioning,
+    Schedule,
+    official_windows,
+    overlapping_windows,
+    sample_gaussian_tiles,
+    sample_windows,
+)
+
+LATENT_SCALE = 0.18215  # SD-1.5 VAE scaling factor
+LONG_VIDEO_MODES = ("official", "overlap", "tiles")
+OFFICIAL_SEED = 12580
+
+
+@dataclass
+class AnimationOptions:
+    """Sampling settings; the defaults are the official ones (30 DDIM steps, CFG 3.5, 24-frame cyclic
+    windows). ``long_video``: ``official`` cyclic non-overlapping windows, ``overlap`` windows overlapping
+    by ``context_overlap`` frames averaged with ``fuse`` weights, ``tiles`` the official Gaussian temporal
+    tiling (``forward_long``) with ``context_overlap`` frames of overlap."""
+
+    steps: int = 30
+    guidance: float = 3.5
+    seed: int = OFFICIAL_SEED
+    long_video: str = "official"
+    context_frames: int = 24
+    context_overlap: int = 4
+    fuse: str = "flat"
+    decode_chunk: int = 8
+
+
+class LatentCodec(Protocol):
+    """The VAE, seen from the sampler: images (B, H, W, 3) in [0, 1] <-> scaled latents (B, 4, H/8, W/8)."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class DiffusersVAE:
+    """A diffusers AutoencoderKL as a ``LatentCodec``: the posterior mean, scaled, as the official code."""
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        # contiguous NCHW: GroupNorm on channels-last input is inaccurate on CPU (golden/models README)
+        pixels = (images.permute(0, 3, 1, 2) * 2 - 1).contiguous().to(self.vae.device, self.vae.dtype)
+        with torch.no_grad():
+            return self.vae.encode(pixels).latent_dist.mean * LATENT_SCALE
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pixels = self.vae.decode((latents / LATENT_SCALE).to(self.vae.device, self.vae.dtype)).sample
+        return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
+
+
+def load_diffusers_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> DiffusersVAE:
+    """sd-vae-ft-mse as a diffusers folder (config.json + weights)."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path)
+    try:
+        vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise FYEInputError(f"{path} is not a diffusers VAE folder ({err}); use the sd-vae-ft-mse folder with "
+                            "config.json and diffusion_pytorch_model.safetensors") from None
+    return DiffusersVAE(vae.to(device).eval().requires_grad_(False))
+
+
+def check_window(context_frames: int, max_frames: int) -> None:
+    if context_frames > max_frames:
+        raise FYEInputError(f"a window of {context_frames} frames is longer than the motion modules allow "
+                            f"({max_frames}); use context_frames <= {max_frames}")
+    if context_frames < 1:
+        raise FYEInputError("context_frames must be at least 1")
+
+
+def prepare_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
+                         motion_frames: np.ndarray, guidance: float) -> Conditioning:
+    """CLIP contexts, the 16 reference features (ReferenceNet once, on the conditional item only) and
+    the landmark features of every motion frame."""
+    height, width = reference.shape[:2]
+    if motion_frames.shape[1:3] != (height, width):
+        raise FYEInputError(f"the motion frames are {motion_frames.shape[2]}x{motion_frames.shape[1]} but the "
+                            f"reference is {width}x{height}; align the motion to this reference (same size)")
+    if height % 8 or width % 8:
+        raise FYEInputError(f"the reference is {width}x{height}; both sides must be multiples of 8")
+    device, dtype = models.unet.device, models.unet.dtype
+    tokens = clip_tokens.to(device, dtype)
+    with torch.no_grad():
+        if guidance > 1:
+            tokens = torch.cat([torch.zeros_like(tokens), tokens])
+        reference_context, context = models.encode_context(tokens)
+        image = torch.from_numpy(np.ascontiguousarray(reference))[None].float().div(255)
+        latents = codec.encode(image).to(device, dtype)
+        features = models.referencenet.reference_features(latents, reference_context[-1:], 0)
+        frames = torch.from_numpy(np.ascontiguousarray(motion_frames)).to(device, dtype).div(255)
+        landmarks = models.guider(frames.permute(3, 0, 1, 2)[None])
+    return Conditioning(context=context, reference=features, landmarks=landmarks)
+
+
+def initial_noise(num_frames: int, height: int, width: int, seed: int, device, dtype) -> torch.Tensor:
+    """Seeded on the CPU so that a seed gives the same video on every device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((1, 4, num_frames, height // 8, width // 8), generator=generator)
+    return noise.to(device, dtype)
+
+
+def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: AnimationOptions,
+           callback: Callback | None = None) -> torch.Tensor:
+    """Denoises ``noise`` (1, 4, F, h, w) with the chosen long-video mode; returns the final latents."""
+    num_frames = noise.shape[2]
+    context = min(options.context_frames, num_frames)
+    check_window(context, models.unet.max_frames)
+    schedule = Schedule(options.steps)
+    with torch.no_grad():
+        if options.long_video == "official":
+            return sample_windows(models.unet, noise, cond, schedule, official_windows(num_frames, context),
+                                  options.guidance, "flat", callback)
+        if options.long_video == "overlap":
+            windows = overlapping_windows(num_frames, context, min(options.context_overlap, context - 1))
+            return sample_windows(models.unet, noise, cond, schedule, windows, options.guidance, options.fuse,
+                                  callback)
+        if options.long_video == "tiles":
+            return sample_gaussian_tiles(models.unet, noise, cond, schedule, context,
+                                         min(options.context_overlap, context - 1), options.guidance, callback)
+    raise FYEInputError(f"long_video must be one of {LONG_VIDEO_MODES}, got {options.long_video!r}")
+
+
+def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
+    """uint8 frames (n, H, W, 3), ``chunk`` latent frames per VAE call (the official decodes one at a time)."""
+    frames = latents[0].transpose(0, 1)
+    for start in range(0, len(frames), chunk):
+        images = codec.decode(frames[start:start + chunk])
+        yield (images * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def animate(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
+            motion_frames: np.ndarray, options: AnimationOptions | None = None,
+            callback: Callback | None = None) -> np.ndarray:
+    """The whole job: uint8 reference (H, W, 3) and landmark frames (N, H, W, 3) -> uint8 frames (N, H, W, 3)."""
+    options = options or AnimationOptions()
+    cond = prepare_conditioning(models, codec, clip_tokens, reference, motion_frames, options.guidance)
+    noise = initial_noise(len(motion_frames), *reference.shape[:2], options.seed, models.unet.device,
+                          models.unet.dtype)
+    latents = sample(models, cond, noise, options, callback)
+    return np.concatenate(list(decode_frames(codec, latents, options.decode_chunk)))
