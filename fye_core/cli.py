@@ -10,12 +10,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
 from .errors import FYEInputError
 from .image import REFERENCE_MODES, load_image, prepare_reference
 from .landmarks import (
     DETECTION_MODES,
     FILL_MODES,
     FaceLandmarkDetector,
+    FaceTrack,
+    Motion,
     align_motion,
     describe_missing,
     detect_face_track,
@@ -24,20 +27,18 @@ from .landmarks import (
     render_expression_landmarks,
     save_template,
 )
+from .sampling import FUSE_METHODS
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def _add_landmarks_parser(sub) -> None:
-    p = sub.add_parser("landmarks", help="portrait + driving video -> aligned expression-landmark video",
-                       description="Writes the driving motion retargeted onto the portrait as an expression-aware "
-                                   "landmark video (one frame per driving frame) and the driving template beside it.")
+def _add_motion_arguments(p) -> None:
+    """The portrait, driving and landmark options shared by `landmarks` and `animate`."""
     p.add_argument("--portrait", required=True, type=Path, help="reference image (PNG, JPEG, ...)")
     p.add_argument("--driving", required=True, type=Path,
                    help="driving video, or a saved template (.npz; an official .npy needs --allow-pickle)")
-    p.add_argument("--out", required=True, type=Path, help="output .mp4; the template goes to OUT.template.npz")
     p.add_argument("--reference-mode", choices=REFERENCE_MODES, default="letterbox",
                    help="letterbox: the official 512x512 fit (default); keep: original size cropped to a multiple of 8")
     p.add_argument("--detection", choices=DETECTION_MODES, default="image",
@@ -50,8 +51,39 @@ def _add_landmarks_parser(sub) -> None:
     p.add_argument("--face-landmarker", type=Path, default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow unpickling an official .npy template (only for files you trust)")
+
+
+def _add_landmarks_parser(sub) -> None:
+    p = sub.add_parser("landmarks", help="portrait + driving video -> aligned expression-landmark video",
+                       description="Writes the driving motion retargeted onto the portrait as an expression-aware "
+                                   "landmark video (one frame per driving frame) and the driving template beside it.")
+    _add_motion_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="output .mp4; the template goes to OUT.template.npz")
     p.add_argument("--no-template", action="store_true", help="do not write OUT.template.npz")
     p.set_defaults(run=run_landmarks)
+
+
+def _add_animate_parser(sub) -> None:
+    p = sub.add_parser("animate", help="portrait + driving video -> animated portrait video",
+                       description="Animates the portrait with the driving video's expressions, pupils and head "
+                                   "motion (Follow-Your-Emoji) and writes an mp4 at the driving video's fps.")
+    _add_motion_arguments(p)
+    p.add_argument("--models", required=True, type=Path,
+                   help="folder with the FYE weights, sd-vae-ft-mse/ and image_encoder/ (see README)")
+    p.add_argument("--out", required=True, type=Path, help="output .mp4")
+    p.add_argument("--steps", type=int, default=30, help="DDIM steps (official 30)")
+    p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
+    p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help=f"noise seed (official {OFFICIAL_SEED})")
+    p.add_argument("--long-video", choices=LONG_VIDEO_MODES, default="official",
+                   help="official: cyclic 24-frame windows; overlap: overlapping windows fused; "
+                        "tiles: the official Gaussian temporal tiling")
+    p.add_argument("--context-frames", type=int, default=24, help="frames per window (at most 32)")
+    p.add_argument("--context-overlap", type=int, default=4, help="overlap of windows or tiles")
+    p.add_argument("--fuse", choices=FUSE_METHODS, default="flat", help="weights of overlapping windows")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                   help="weights and compute dtype (default fp16 on GPU, fp32 on CPU)")
+    p.set_defaults(run=run_animate)
 
 
 def _progress_bar(label: str, total: int | None):
@@ -68,7 +100,8 @@ def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
         yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
 
 
-def run_landmarks(args) -> int:
+def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack]:
+    """The prepared reference image, the aligned motion and the driving track, from the CLI arguments."""
     reference = prepare_reference(load_image(args.portrait), args.reference_mode)
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
@@ -84,6 +117,11 @@ def run_landmarks(args) -> int:
     print(f"driving: {describe_missing(driving)}", file=sys.stderr)
     motion = align_motion(reference_track, driving, smooth_window=args.smooth,
                           drop_first_frame=args.drop_first_frame)
+    return reference, motion, driving
+
+
+def run_landmarks(args) -> int:
+    _, motion, driving = _motion(args)
     count = write_video(args.out, _rendered(motion), motion.fps or 30.0)
     written = [args.out]
     if not args.no_template:
@@ -94,6 +132,34 @@ def run_landmarks(args) -> int:
             raise
     print(f"wrote {count} frames ({motion.width}x{motion.height}): " + ", ".join(map(str, written)),
           file=sys.stderr)
+    return 0
+
+
+def run_animate(args) -> int:
+    from .animate import AnimationOptions, animate, load_diffusers_vae
+    from .models.bundle import load_fye_models, locate_model_files
+    from .models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
+
+    files = locate_model_files(args.models)  # before the slow work: missing weights fail at once
+    reference, motion, _ = _motion(args)
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
+    options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
+                               context_frames=args.context_frames, context_overlap=args.context_overlap,
+                               fuse=args.fuse)
+    encoder = load_clip_image_encoder(files.clip, dtype, args.device)
+    tokens = encode_clip_tokens(encoder, clip_pixel_values(reference))
+    del encoder
+    models = load_fye_models(files, dtype, args.device)
+    codec = load_diffusers_vae(files.vae, dtype, args.device)
+    frames = render_expression_landmarks(motion.points, motion.width, motion.height)
+    with tqdm(total=options.steps, desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
+        def progress(event):
+            if event["event"] == "step":
+                bar.update(1)
+
+        video = animate(models, codec, tokens, reference, frames, options, progress)
+    count = write_video(args.out, iter(video), motion.fps or 30.0)
+    print(f"wrote {count} frames ({motion.width}x{motion.height}): {args.out}", file=sys.stderr)
     return 0
 
 
@@ -133,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fye", description="Follow-Your-Emoji portrait animation, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_landmarks_parser(sub)
+    _add_animate_parser(sub)
     _add_convert_parser(sub)
     return parser
 

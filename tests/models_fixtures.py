@@ -42,3 +42,34 @@ def landmark_input() -> torch.Tensor:
     with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
         frames = data["lmk_u8"]
     return torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)[None]
+
+
+def tiny_vae():
+    """The golden tiny VAE as a diffusers AutoencoderKL."""
+    from diffusers import AutoencoderKL
+
+    config = json.loads(golden_models_path("tiny_vae_config.json").read_text())
+    vae = AutoencoderKL(**{key: value for key, value in config.items() if not key.startswith("_")})
+    vae.load_state_dict(load_file(str(golden_models_path("tiny_vae.safetensors"))))
+    return vae.float().eval()
+
+
+def tiny_clip_encoder():
+    """A seeded one-layer CLIP vision encoder with the real token width (1024) and count (257)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(7)
+    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=256, num_hidden_layers=1, num_attention_heads=16,
+                              image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def write_tiny_models_dir(folder):
+    """A models folder as `fye animate` expects it, with the tiny seeded networks."""
+    from fye_core.models import save_fye
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_fye(load_tiny_models(), folder / "fye.safetensors")
+    tiny_vae().save_pretrained(folder / "sd-vae-ft-mse")
+    tiny_clip_encoder().save_pretrained(folder / "image_encoder")
+    return folder

@@ -90,3 +90,30 @@ def test_convert_writes_our_single_file(tmp_path):
     done = run_fye("convert", "--official-dir", tmp_path / "nowhere", "--out", tmp_path / "x.safetensors")
     assert done.returncode != 0 and "lacks lmk_guider.pth" in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_animate_writes_a_playable_video_with_one_frame_per_driving_frame(tmp_path):
+    from models_fixtures import write_tiny_models_dir
+
+    models = write_tiny_models_dir(tmp_path / "models")
+    portrait = tmp_path / "portrait.png"  # small, so that the tiny networks run fast on a CPU
+    Image.open(shared_path("data", "portrait_painting_s9.jpg")).resize((72, 128)).save(portrait)
+    out = tmp_path / "animated.mp4"
+    done = run_fye("animate", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
+                   "--models", models, "--out", out, "--reference-mode", "keep", "--steps", "2")
+    assert done.returncode == 0, done.stderr
+    frames, fps = read_video(out)
+    assert frames.shape == (78, 128, 72, 3) and fps == 25.0
+    assert frames.std() > 1  # not a blank video
+
+    missing = run_fye("animate", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
+                      "--models", tmp_path / "empty", "--out", tmp_path / "x.mp4")
+    assert missing.returncode != 0 and "models folder not found" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sd-vae-ft-mse").symlink_to(models / "sd-vae-ft-mse")
+    missing = run_fye("animate", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
+                      "--models", tmp_path / "empty", "--out", tmp_path / "x.mp4")
+    last = missing.stderr.strip().splitlines()[-1]
+    assert "lacks model files" in last and "FollowYourEmoji" in last and "image_encoder" in last
+    assert "sd-vae-ft-mse" not in last.split("put into it:")[1]
+    assert not (tmp_path / "x.mp4").exists()

@@ -1,0 +1,77 @@
+"""Everything ``fye animate`` loads from one models folder, and what to tell users who lack a file."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..errors import FYEInputError
+from .checkpoints import FORMAT, OFFICIAL_FILES, FYEModels, load_fye, load_official
+
+KIJAI_PATTERNS = {"guider": "FYE_lmk_guider*.safetensors", "referencenet": "FYE_referencenet*.safetensors",
+                  "unet": "FYE_unet*.safetensors"}
+VAE_FOLDERS = ("sd-vae-ft-mse", "vae")
+CLIP_FOLDERS = ("image_encoder", "sd-image-variations-encoder")
+WHERE = {
+    "fye": "fye.safetensors (from `fye convert`), or lmk_guider.pth + referencenet.pth + unet.pth from "
+           "https://huggingface.co/YueMafighting/FollowYourEmoji, or FYE_lmk_guider / FYE_referencenet / FYE_unet "
+           "safetensors from https://huggingface.co/Kijai/FollowYourEmoji-safetensors",
+    "vae": "the sd-vae-ft-mse folder (config.json + diffusion_pytorch_model.safetensors) from "
+           "https://huggingface.co/stabilityai/sd-vae-ft-mse, as sd-vae-ft-mse/",
+    "clip": "the image_encoder folder (config.json + model.safetensors) of "
+            "https://huggingface.co/lambdalabs/sd-image-variations-diffusers, as image_encoder/",
+}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    fye: Path | dict[str, Path]  # our single file, or one official/kijai file per network
+    vae: Path
+    clip: Path
+
+
+def _is_fye_file(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
+
+
+def _find_fye(folder: Path) -> Path | dict[str, Path] | None:
+    ours = sorted(p for p in folder.glob("*.safetensors") if _is_fye_file(p))
+    if ours:
+        return ours[0]
+    if all((folder / name).is_file() for name in OFFICIAL_FILES.values()):
+        return {network: folder / name for network, name in OFFICIAL_FILES.items()}
+    kijai = {network: sorted(folder.glob(pattern)) for network, pattern in KIJAI_PATTERNS.items()}
+    if all(kijai.values()):
+        return {network: files[0] for network, files in kijai.items()}
+    return None
+
+
+def locate_model_files(folder: str | os.PathLike) -> ModelFiles:
+    """Finds the FYE weights, the VAE and the CLIP image encoder in ``folder``; names every missing one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FYEInputError(f"models folder not found: {folder}")
+    found = {
+        "fye": _find_fye(folder),
+        "vae": next((folder / name for name in VAE_FOLDERS if (folder / name / "config.json").is_file()), None),
+        "clip": next((folder / name for name in CLIP_FOLDERS if (folder / name / "config.json").is_file()), None),
+    }
+    missing = [key for key, value in found.items() if value is None]
+    if missing:
+        raise FYEInputError(f"{folder} lacks model files; put into it: "
+                            + "; ".join(f"({i + 1}) {WHERE[key]}" for i, key in enumerate(missing)))
+    return ModelFiles(**found)
+
+
+def load_fye_models(files: ModelFiles, dtype: torch.dtype = torch.float32, device="cpu") -> FYEModels:
+    models = load_fye(files.fye) if isinstance(files.fye, Path) else load_official(files.fye)
+    for network in models.networks().values():
+        network.eval().requires_grad_(False)
+    return models.to(device=device, dtype=dtype)
