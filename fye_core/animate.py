@@ -6,6 +6,7 @@ ready-made CLIP tokens.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import FYEInputError
+from .image import images_to_uint8
 from .models import FYEModels
 from .sampling import (
     Callback,
@@ -30,6 +32,8 @@ from .sampling import (
 LATENT_SCALE = 0.18215  # SD-1.5 VAE scaling factor
 LONG_VIDEO_MODES = ("official", "overlap", "tiles")
 OFFICIAL_SEED = 12580
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -134,6 +138,8 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
     context = min(options.context_frames, num_frames)
     check_window(context, models.unet.max_frames)
     schedule = Schedule(options.steps)
+    log.info("FYE sampling %d frames of %dx%d latents: %d steps, cfg %g, %s windows of %d", num_frames,
+             noise.shape[4], noise.shape[3], options.steps, options.guidance, options.long_video, context)
     with torch.no_grad():
         if options.long_video == "official":
             return sample_windows(models.unet, noise, cond, schedule, official_windows(num_frames, context),
@@ -148,12 +154,11 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
     raise FYEInputError(f"long_video must be one of {LONG_VIDEO_MODES}, got {options.long_video!r}")
 
 
-def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
-    """uint8 frames (n, H, W, 3), ``chunk`` latent frames per VAE call (the official decodes one at a time)."""
+def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
+    """Frames (n, H, W, 3) in [0, 1], ``chunk`` latent frames per VAE call (the official decodes one at a time)."""
     frames = latents[0].transpose(0, 1)
     for start in range(0, len(frames), chunk):
-        images = codec.decode(frames[start:start + chunk])
-        yield (images * 255).round().to(torch.uint8).cpu().numpy()
+        yield codec.decode(frames[start:start + chunk])
 
 
 def animate(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
@@ -165,4 +170,4 @@ def animate(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, re
     noise = initial_noise(len(motion_frames), *reference.shape[:2], options.seed, models.unet.device,
                           models.unet.dtype)
     latents = sample(models, cond, noise, options, callback)
-    return np.concatenate(list(decode_frames(codec, latents, options.decode_chunk)))
+    return images_to_uint8(torch.cat(list(decode_frames(codec, latents, options.decode_chunk))))

@@ -149,7 +149,7 @@ def run_animate(args) -> int:
     encoder = load_clip_image_encoder(files.clip, dtype, args.device)
     tokens = encode_clip_tokens(encoder, clip_pixel_values(reference))
     del encoder
-    models = load_fye_models(files, dtype, args.device)
+    models = load_fye_models(files.fye, dtype, args.device)
     codec = load_diffusers_vae(files.vae, dtype, args.device)
     frames = render_expression_landmarks(motion.points, motion.width, motion.height)
     with tqdm(total=options.steps, desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:

@@ -1,14 +1,21 @@
-"""Reference-image preparation: the official 512 letterbox, or the original size snapped to multiples of 8."""
+"""Reference-image preparation (the official 512 letterbox, or the original size snapped to multiples of 8)
+and float <-> uint8 image conversion."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import FYEInputError
 
 REFERENCE_MODES = ("letterbox", "keep")
+
+
+def images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Float images (B, H, W, C) in 0..1 -> uint8 RGB (B, H, W, 3); exact for images that came from uint8."""
+    return (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

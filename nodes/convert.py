@@ -10,11 +10,6 @@ from PIL import Image
 PREVIEW_INTERVAL_S = 0.25
 
 
-def images_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """IMAGE [B, H, W, C] float 0..1 -> uint8 RGB (B, H, W, 3); exact for images that came from uint8."""
-    return (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
 def uint8_to_images(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> IMAGE on ComfyUI's intermediate device."""
     tensor = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0

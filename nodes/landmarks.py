@@ -6,7 +6,7 @@ import numpy as np
 from comfy_api.latest import io
 
 from ..fye_core.errors import FYEInputError
-from ..fye_core.image import REFERENCE_MODES, prepare_reference
+from ..fye_core.image import REFERENCE_MODES, images_to_uint8, prepare_reference
 from ..fye_core.landmarks import (
     DETECTION_MODES,
     FILL_MODES,
@@ -18,7 +18,7 @@ from ..fye_core.landmarks import (
     render_expression_landmarks,
     save_template,
 )
-from .convert import FrameProgress, flags_to_mask, images_to_uint8, uint8_to_images
+from .convert import FrameProgress, flags_to_mask, uint8_to_images
 from .models import model_dirs
 
 CATEGORY = "FollowYourEmoji/landmarks"

@@ -261,7 +261,7 @@ class ComfyHost:
             return json.loads(resp.read())
 
     def post_json(self, path: str, payload, timeout: float = 60):
-        """POST ``payload`` as JSON to ``path`` and decode the JSON answer."""
+        """POST ``payload`` as JSON to ``path`` and decode the JSON answer (None for an empty one)."""
         req = urllib.request.Request(
             self.url + path,
             data=json.dumps(payload).encode(),
@@ -269,11 +269,12 @@ class ComfyHost:
             method="POST",
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            body = resp.read()
+        return json.loads(body) if body else None
 
-    def object_info(self) -> dict:
-        """All node definitions (GET /object_info), fetched once per start."""
-        if self._object_info is None:
+    def object_info(self, refresh: bool = False) -> dict:
+        """All node definitions (GET /object_info), fetched once per start or again with ``refresh``."""
+        if self._object_info is None or refresh:
             self._object_info = self.get_json("/object_info")
         return self._object_info
 

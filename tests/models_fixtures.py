@@ -73,3 +73,28 @@ def write_tiny_models_dir(folder):
     tiny_vae().save_pretrained(folder / "sd-vae-ft-mse")
     tiny_clip_encoder().save_pretrained(folder / "image_encoder")
     return folder
+
+
+def write_random_sd_vae(path):
+    """A full-size SD-1.5 VAE with seeded random weights (diffusers keys): ComfyUI only loads the real shape."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+    save_file({key: tensor.half().contiguous() for key, tensor in vae.state_dict().items()}, str(path))
+    return path
+
+
+def write_random_clip_vision(path):
+    """A full-size sd-image-variations CLIP image encoder with seeded random weights, fp16 like kijai's file."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from fye_core.models.image_encoder import SD_IMAGE_VARIATIONS_ENCODER_CONFIG
+
+    torch.manual_seed(12)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SD_IMAGE_VARIATIONS_ENCODER_CONFIG))
+    save_file({key: tensor.half().contiguous() for key, tensor in model.state_dict().items()}, str(path))
+    return path

@@ -1,11 +1,13 @@
 """Our nodes in a real ComfyUI 0.3.75 host over HTTP: registration, the shipped workflow, errors."""
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
 from conftest import write_official_template
+from models_fixtures import load_tiny_models, write_random_clip_vision, write_random_sd_vae
 from PIL import Image
 from shared_data import golden, shared_path
 
@@ -17,14 +19,15 @@ from fye_core.landmarks import (
     load_template,
     render_expression_landmarks,
 )
-from fye_core.video import probe_video, read_video
+from fye_core.models import save_fye
+from fye_core.video import probe_video, read_video, write_video
 
 pytestmark = pytest.mark.comfyui
 
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
-            "FYE_SaveTemplate", "FYE_LoadTemplate")
+            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate")
+WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
-API_COPY = REPO_ROOT / "workflows" / "api" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
 
 
@@ -54,13 +57,14 @@ def test_nodes_are_registered_with_tooltips(host):
     assert "fye" in host.get_json("/models")
 
 
-def test_shipped_workflow_is_listed_as_template(host):
-    assert WORKFLOW.stem in host.get_json("/workflow_templates")[host.pack_name]
+def test_shipped_workflows_are_listed_as_templates(host):
+    assert set(WORKFLOWS) <= set(host.get_json("/workflow_templates")[host.pack_name])
 
 
-def test_api_copy_matches_the_shipped_workflow(host):
-    converted = ui_to_api(json.loads(WORKFLOW.read_text()), host.object_info())
-    assert converted == json.loads(API_COPY.read_text())
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_api_copies_match_the_shipped_workflows(host, name):
+    converted = ui_to_api(json.loads((REPO_ROOT / "workflows" / f"{name}.json").read_text()), host.object_info())
+    assert converted == json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.json").read_text())
 
 
 def test_shipped_workflow_equals_headless(host):
@@ -127,3 +131,57 @@ def test_templates_save_and_load_and_pickles_need_consent(host):
     (saved,) = sorted((host.output_dir / "test").glob("template_*.npz"))
     track = load_template(saved)
     np.testing.assert_array_equal(track.landmarks, golden("driving_lp_d0")["lmks"].astype(np.float64))
+
+
+@pytest.fixture(scope="module")
+def animate_prompt(host):
+    """The shipped animation workflow on tiny seeded FYE networks, a random full-size VAE and CLIP encoder,
+    a 64x64 reference and the first 12 frames of the driving video; 2 steps."""
+    models = host.base_dir / "models"
+    save_fye(load_tiny_models(), models / "fye" / "tiny-fye.safetensors")
+    (models / "vae").mkdir(parents=True, exist_ok=True)
+    (models / "clip_vision").mkdir(parents=True, exist_ok=True)
+    write_random_sd_vae(models / "vae" / "random-sd-vae.safetensors")
+    write_random_clip_vision(models / "clip_vision" / "random-clip-vision.safetensors")
+    frames, fps = read_video(shared_path("data", VIDEO))
+    write_video(host.input_dir / "short_driving.mp4", iter(frames[:12]), fps)
+    prompt = ui_to_api(json.loads((REPO_ROOT / "workflows" / "fye_animate_portrait.json").read_text()),
+                       host.object_info(refresh=True))
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    by_type["FYE_LoadModels"]["model"] = "tiny-fye.safetensors"
+    by_type["VAELoader"]["vae_name"] = "random-sd-vae.safetensors"
+    by_type["CLIPVisionLoader"]["clip_name"] = "random-clip-vision.safetensors"
+    by_type["FYE_PrepareReference"]["size"] = 64
+    by_type["LoadVideo"]["file"] = "short_driving.mp4"
+    by_type["FYE_Animate"]["steps"] = 2
+    return prompt
+
+
+def test_animation_workflow_writes_one_frame_per_driving_frame(host, animate_prompt):
+    history = host.run_prompt(animate_prompt)
+    save_video = next(k for k, n in animate_prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    frames, fps = read_video(video)
+    assert frames.shape == (12, 64, 64, 3) and fps == 25.0
+
+
+def test_cancelling_stops_the_sampler_between_steps(host, animate_prompt):
+    prompt = json.loads(json.dumps(animate_prompt))
+    animate = next(n for n in prompt.values() if n["class_type"] == "FYE_Animate")
+    # a thousand steps of twelve one-frame windows: many minutes unless the sampler checks for interruption
+    animate["inputs"].update(steps=1000, context_frames=1, context_overlap=0)
+    animate["inputs"]["seed"] = 1  # not cached from the previous run
+    runs_before = host.log_text().count("FYE sampling")
+    prompt_id = host.queue_prompt(prompt)
+    deadline = time.monotonic() + 300
+    while host.log_text().count("FYE sampling") == runs_before:
+        assert prompt_id not in host.get_json(f"/history/{prompt_id}"), host.log_tail()
+        assert time.monotonic() < deadline, host.log_tail()
+        time.sleep(0.2)
+    time.sleep(3)
+    host.post_json("/interrupt", {})
+    entry = host.wait_history(prompt_id, timeout=120)
+    events = [event for event, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in events, entry["status"]
+    interrupted = next(data for event, data in entry["status"]["messages"] if event == "execution_interrupted")
+    assert interrupted["node_type"] == "FYE_Animate"

@@ -168,6 +168,8 @@ def test_callbacks_report_and_cancel(tiny, vae, golden):
 def test_bad_settings_are_clear_errors(tiny, vae, golden):
     with pytest.raises(FYEInputError, match="window of 40 frames is longer than the motion modules allow .32."):
         end_to_end(tiny, vae, golden, AnimationOptions(steps=1, context_frames=40), frames=40)
+    with pytest.raises(FYEInputError, match="steps must be between 1 and 1000"):
+        end_to_end(tiny, vae, golden, AnimationOptions(steps=1001), frames=2)
     with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
         reference, motion = data["ref_u8"], data["lmk_u8"][:4]
     with pytest.raises(FYEInputError, match="motion frames are 192x128 but the reference is 96x64"):

@@ -70,8 +70,21 @@ def locate_model_files(folder: str | os.PathLike) -> ModelFiles:
     return ModelFiles(**found)
 
 
-def load_fye_models(files: ModelFiles, dtype: torch.dtype = torch.float32, device="cpu") -> FYEModels:
-    models = load_fye(files.fye) if isinstance(files.fye, Path) else load_official(files.fye)
+def load_fye_models(weights: Path | dict[str, Path], dtype: torch.dtype = torch.float32, device="cpu") -> FYEModels:
+    """Loads ``ModelFiles.fye`` (or ``locate_fye_weights``) for inference."""
+    models = load_fye(weights) if isinstance(weights, Path) else load_official(weights)
     for network in models.networks().values():
         network.eval().requires_grad_(False)
     return models.to(device=device, dtype=dtype)
+
+
+def locate_fye_weights(path: str | os.PathLike) -> Path | dict[str, Path]:
+    """The FYE weights a chosen file stands for: our single file, or the official/kijai set it belongs to."""
+    path = Path(path)
+    if _is_fye_file(path):
+        return path
+    siblings = _find_fye(path.parent)
+    if isinstance(siblings, dict) and path in siblings.values():
+        return siblings
+    raise FYEInputError(f"{path} is not an FYE model file and has no complete official set beside it; use "
+                        f"{WHERE['fye']}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler
 
+from ..errors import FYEInputError
+
 OFFICIAL_SCHEDULER = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -23,6 +25,9 @@ class Schedule:
 
     def __init__(self, steps: int, config: dict | None = None):
         scheduler = DDIMScheduler(**(config or OFFICIAL_SCHEDULER))
+        if not 1 <= steps <= scheduler.config.num_train_timesteps:
+            raise FYEInputError(f"steps must be between 1 and {scheduler.config.num_train_timesteps} (the "
+                                f"training timesteps), got {steps}")
         scheduler.set_timesteps(steps)
         self.timesteps = scheduler.timesteps.tolist()
         self.alphas_cumprod = scheduler.alphas_cumprod.double()

@@ -1,0 +1,169 @@
+"""Model loading and the FYE sampler as ComfyUI nodes, with ComfyUI's own VAE and CLIP vision."""
+import comfy.latent_formats
+import comfy.model_management
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..fye_core.animate import (
+    LATENT_SCALE,
+    LONG_VIDEO_MODES,
+    OFFICIAL_SEED,
+    AnimationOptions,
+    decode_frames,
+    initial_noise,
+    prepare_conditioning,
+    sample,
+)
+from ..fye_core.image import images_to_uint8
+from ..fye_core.landmarks import render_expression_landmarks
+from ..fye_core.models import FYEModels
+from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
+from ..fye_core.sampling import FUSE_METHODS
+from .clip_vision import clip_tokens_from_comfy
+from .landmarks import MotionType
+from .models import FOLDER
+
+CATEGORY = "FollowYourEmoji"
+ModelsType = io.Custom("FYE_MODELS")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class FYENetworks(torch.nn.Module):
+    """The FYE networks in one module, so that one ModelPatcher loads and offloads them together."""
+
+    def __init__(self, models: FYEModels):
+        super().__init__()
+        self.networks = torch.nn.ModuleDict(models.networks())
+        self.fye = models
+
+
+class ComfyVAE:
+    """ComfyUI's VAE as the sampler's ``LatentCodec`` (ComfyUI encodes to the posterior mean, unscaled)."""
+
+    def __init__(self, vae, device, dtype):
+        self.vae, self.device, self.dtype = vae, device, dtype
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.vae.encode(images[..., :3]) * LATENT_SCALE).to(self.device, self.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.float() / LATENT_SCALE)
+
+
+def weight_files() -> list[str]:
+    return [name for name in folder_paths.get_filename_list(FOLDER) if not name.endswith(".task")]
+
+
+class LoadModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_LoadModels",
+            display_name="FYE Load Models",
+            category=CATEGORY,
+            description="Loads the Follow-Your-Emoji guider, ReferenceNet and motion UNet from models/fye: our "
+                        "fye.safetensors (fye convert), or the official .pth / kijai safetensors set.",
+            inputs=[
+                io.Combo.Input("model", options=weight_files(),
+                               tooltip="fye.safetensors, or any file of the official (lmk_guider.pth, "
+                                       "referencenet.pth, unet.pth) or kijai (FYE_*.safetensors) set."),
+                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
+                               tooltip="Weights and compute dtype; auto picks what ComfyUI uses for UNets on "
+                                       "this device (fp16 on most GPUs, fp32 on CPU)."),
+            ],
+            outputs=[ModelsType.Output(display_name="fye_models")],
+        )
+
+    @classmethod
+    def execute(cls, model, dtype) -> io.NodeOutput:
+        load_device = comfy.model_management.get_torch_device()
+        offload_device = comfy.model_management.unet_offload_device()
+        if dtype == "auto":
+            dtype = comfy.model_management.unet_dtype(load_device)
+        else:
+            dtype = DTYPES[dtype]
+        weights = locate_fye_weights(folder_paths.get_full_path_or_raise(FOLDER, model))
+        models = load_fye_models(weights, dtype, offload_device)
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(FYENetworks(models), load_device, offload_device))
+
+
+class Animate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_Animate",
+            display_name="FYE Animate",
+            category=CATEGORY,
+            description="Animates the reference portrait with the aligned motion: one output frame per motion "
+                        "frame, at the reference's size. The defaults are the official settings.",
+            inputs=[
+                ModelsType.Input("fye_models", tooltip="From FYE Load Models."),
+                io.Image.Input("reference", tooltip="The prepared reference image (FYE Prepare Reference); the "
+                                                    "first image of a batch is used."),
+                MotionType.Input("motion", tooltip="From FYE Align Motion, aligned to this reference."),
+                io.Vae.Input("vae", tooltip="The SD-1.5 VAE (sd-vae-ft-mse), loaded with Load VAE."),
+                io.ClipVision.Input("clip_vision", tooltip="The sd-image-variations CLIP image encoder "
+                                                           "(ViT-L/14), loaded with Load CLIP Vision."),
+                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="DDIM steps (official 30)."),
+                io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1,
+                               tooltip="Classifier-free guidance scale (official 3.5; 1 turns CFG off)."),
+                io.Int.Input("seed", default=OFFICIAL_SEED, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; the same seed gives the same video on every device."),
+                io.Combo.Input("long_video", options=list(LONG_VIDEO_MODES), default="official",
+                               tooltip="official: cyclic non-overlapping windows (parity); overlap: overlapping "
+                                       "windows averaged; tiles: the official Gaussian temporal tiling."),
+                io.Int.Input("context_frames", default=24, min=1, max=32,
+                             tooltip="Frames per window (the motion modules take at most 32)."),
+                io.Int.Input("context_overlap", default=4, min=0, max=31,
+                             tooltip="Frames shared by neighbouring windows or tiles (not used by 'official')."),
+                io.Combo.Input("fuse", options=list(FUSE_METHODS), default="flat",
+                               tooltip="How overlapping windows are weighted ('overlap' mode)."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, fye_models, reference, motion, vae, clip_vision, steps, cfg, seed, long_video,
+                context_frames, context_overlap, fuse) -> io.NodeOutput:
+        reference_u8 = images_to_uint8(reference[:1])[0]
+        landmark_frames = render_expression_landmarks(motion.points, motion.width, motion.height)
+        tokens = clip_tokens_from_comfy(clip_vision, reference_u8)
+        comfy.model_management.load_models_gpu([fye_models])
+        models = fye_models.model.fye
+        device, dtype = fye_models.load_device, models.unet.dtype
+        options = AnimationOptions(steps=steps, guidance=cfg, seed=seed, long_video=long_video,
+                                   context_frames=context_frames, context_overlap=context_overlap, fuse=fuse)
+        codec = ComfyVAE(vae, device, dtype)
+        cond = prepare_conditioning(models, codec, tokens, reference_u8, landmark_frames, cfg)
+        noise = initial_noise(len(landmark_frames), *reference_u8.shape[:2], seed, device, dtype)
+        latents = sample(models, cond, noise, options, sampling_progress(device, steps))
+        decoding = comfy.utils.ProgressBar(len(landmark_frames))
+        frames = []
+        for chunk in decode_frames(codec, latents, options.decode_chunk):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            frames.append(chunk.to(comfy.model_management.intermediate_device()))
+            decoding.update(len(chunk))
+        return io.NodeOutput(torch.cat(frames).clamp(0, 1))
+
+
+def sampling_progress(device, steps: int):
+    """A sampler callback: interrupt checks between windows and steps, a progress bar with latent previews."""
+    bar = comfy.utils.ProgressBar(steps)
+    previewer = latent_preview.get_previewer(device, comfy.latent_formats.SD15())
+
+    def callback(event: dict) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if event["event"] == "step":
+            # the clean-latent estimate of the middle frame
+            denoised = event["denoised"][:, :, event["denoised"].shape[2] // 2].float()
+            preview = previewer.decode_latent_to_preview_image("JPEG", denoised) if previewer else None
+            bar.update_absolute(event["step"] + 1, event["steps"], preview)
+
+    return callback
+
+
+ANIMATE_NODES = (LoadModels, Animate)
