@@ -16,6 +16,22 @@ def face_landmarker_model(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny seeded official networks of golden/models, loaded by our loader (fp32)."""
+    from models_fixtures import load_tiny_models
+
+    return load_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def golden_tensors():
+    """golden/models/fixtures.safetensors: the official inputs and outputs on the tiny networks."""
+    from models_fixtures import fixtures
+
+    return fixtures()
+
+
 def golden_track(name: str) -> FaceTrack:
     """A golden portrait_* or driving_* fixture as a FaceTrack (float64, as the official code computes)."""
     data = golden(name)

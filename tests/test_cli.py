@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import golden_track
 from PIL import Image
 from shared_data import shared_path
 
-from fye_core.landmarks import load_template
+from fye_core.landmarks import load_template, save_template
 from fye_core.video import probe_video, read_video
 
 FYE = str(Path(sys.executable).with_name("fye"))
@@ -105,6 +106,13 @@ def test_animate_writes_a_playable_video_with_one_frame_per_driving_frame(tmp_pa
     frames, fps = read_video(out)
     assert frames.shape == (78, 128, 72, 3) and fps == 25.0
     assert frames.std() > 1  # not a blank video
+
+    template = save_template(golden_track("driving_lp_d0").select(np.arange(6)), tmp_path / "driving.npz")
+    from_template = tmp_path / "from_template.mp4"
+    done = run_fye("animate", "--portrait", portrait, "--driving", template, "--models", models, "--out",
+                   from_template, "--reference-mode", "keep", "--steps", "1")
+    assert done.returncode == 0, done.stderr
+    assert read_video(from_template)[0].shape == (6, 128, 72, 3)
 
     missing = run_fye("animate", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
                       "--models", tmp_path / "empty", "--out", tmp_path / "x.mp4")

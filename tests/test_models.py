@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from models_fixtures import fixtures, landmark_input, load_tiny_models, tolerance
+from models_fixtures import landmark_input, load_tiny_models, tolerance
 from shared_data import shared_path
 
 from fye_core.models import build_models
@@ -18,16 +18,6 @@ REFERENCENET_UNUSED = ["conv_norm_out.weight", "conv_norm_out.bias", "conv_out.w
         "attn2.to_q.weight", "attn2.to_k.weight", "attn2.to_v.weight", "attn2.to_out.0.weight", "attn2.to_out.0.bias",
         "norm2.weight", "norm2.bias", "norm3.weight", "norm3.bias", "ff.net.0.proj.weight", "ff.net.0.proj.bias",
         "ff.net.2.weight", "ff.net.2.bias")]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_tiny_models()
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return fixtures()
 
 
 @pytest.fixture(scope="module")
@@ -62,33 +52,33 @@ def test_every_official_key_maps_to_one_of_ours(full_size, manifest):
         assert set(pip.state_dict()) - set(ours) == set(REFERENCENET_UNUSED)
 
 
-def test_guider_matches_official(tiny, golden):
+def test_guider_matches_official(tiny, golden_tensors):
     with torch.no_grad():
         features = tiny.guider(landmark_input())
-    torch.testing.assert_close(features, golden["a_lmk_fea"], rtol=0, atol=tolerance("a_lmk_fea"))
+    torch.testing.assert_close(features, golden_tensors["a_lmk_fea"], rtol=0, atol=tolerance("a_lmk_fea"))
 
 
-def reference_features(tiny, golden, batch_tokens):
+def reference_features(tiny, golden_tensors, batch_tokens):
     with torch.no_grad():
         context = tiny.referencenet.encode_context(batch_tokens)
-        latents = golden["ref_latents"].expand(len(batch_tokens), -1, -1, -1)
+        latents = golden_tensors["ref_latents"].expand(len(batch_tokens), -1, -1, -1)
         return tiny.referencenet.reference_features(latents, context, 0)
 
 
-def test_referencenet_features_match_official(tiny, golden):
-    tokens = golden["clip_tokens"]
-    features = reference_features(tiny, golden, torch.cat([torch.zeros_like(tokens), tokens]))
+def test_referencenet_features_match_official(tiny, golden_tensors):
+    tokens = golden_tensors["clip_tokens"]
+    features = reference_features(tiny, golden_tensors, torch.cat([torch.zeros_like(tokens), tokens]))
     assert len(features) == 16
     for index, feature in enumerate(features):
-        torch.testing.assert_close(feature, golden[f"b_ref_feat_{index:02d}"], rtol=0,
+        torch.testing.assert_close(feature, golden_tensors[f"b_ref_feat_{index:02d}"], rtol=0,
                                    atol=tolerance("b_ref_feat_00..15"))
 
 
-def test_unet_cfg_forward_matches_official(tiny, golden):
-    tokens = golden["clip_tokens"]
+def test_unet_cfg_forward_matches_official(tiny, golden_tensors):
+    tokens = golden_tensors["clip_tokens"]
     uncond_cond = torch.cat([torch.zeros_like(tokens), tokens])
-    cond_reference = [f[1:] for f in reference_features(tiny, golden, uncond_cond)]
-    sample, timestep = golden["c_sample"], golden["c_timestep"]
+    cond_reference = [f[1:] for f in reference_features(tiny, golden_tensors, uncond_cond)]
+    sample, timestep = golden_tensors["c_sample"], golden_tensors["c_timestep"]
     with torch.no_grad():
         landmarks = tiny.guider(landmark_input())[:, :, :8]
         context = tiny.unet.encode_context(uncond_cond)
@@ -96,10 +86,11 @@ def test_unet_cfg_forward_matches_official(tiny, golden):
                         cond_reference, plain_items=1)
         no_reference = tiny.unet(sample.repeat(2, 1, 1, 1, 1), timestep, context, landmarks.repeat(2, 1, 1, 1, 1))
         cond_only = tiny.unet(sample, timestep, tiny.unet.encode_context(tokens), landmarks,
-                              reference_features(tiny, golden, tokens))
-    torch.testing.assert_close(cfg, golden["c_pred_cfg"], rtol=0, atol=tolerance("c_pred_cfg"))
-    torch.testing.assert_close(no_reference, golden["c_pred_noref"], rtol=0, atol=tolerance("c_pred_noref"))
-    torch.testing.assert_close(cond_only, golden["c_pred_nocfg_cond"], rtol=0, atol=tolerance("c_pred_nocfg_cond"))
+                              reference_features(tiny, golden_tensors, tokens))
+    torch.testing.assert_close(cfg, golden_tensors["c_pred_cfg"], rtol=0, atol=tolerance("c_pred_cfg"))
+    torch.testing.assert_close(no_reference, golden_tensors["c_pred_noref"], rtol=0, atol=tolerance("c_pred_noref"))
+    torch.testing.assert_close(cond_only, golden_tensors["c_pred_nocfg_cond"], rtol=0,
+                               atol=tolerance("c_pred_nocfg_cond"))
 
 
 def test_too_many_frames_for_the_motion_modules_is_refused(tiny):
@@ -109,20 +100,20 @@ def test_too_many_frames_for_the_motion_modules_is_refused(tiny):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_weights_and_compute_track_fp32(golden, dtype):
+def test_half_precision_weights_and_compute_track_fp32(golden_tensors, dtype):
     models = load_tiny_models().to(dtype=dtype)
-    tokens = golden["clip_tokens"]
+    tokens = golden_tensors["clip_tokens"]
     uncond_cond = torch.cat([torch.zeros_like(tokens), tokens])
     with torch.no_grad():
         reference_context, context = models.encode_context(uncond_cond)
-        latents = golden["ref_latents"].repeat(2, 1, 1, 1)
+        latents = golden_tensors["ref_latents"].repeat(2, 1, 1, 1)
         reference = [f[1:] for f in models.referencenet.reference_features(latents, reference_context, 0)]
         landmarks = models.guider(landmark_input().to(dtype))[:, :, :8]
-        out = models.unet(golden["c_sample"].repeat(2, 1, 1, 1, 1), golden["c_timestep"], context,
+        out = models.unet(golden_tensors["c_sample"].repeat(2, 1, 1, 1, 1), golden_tensors["c_timestep"], context,
                           landmarks.repeat(2, 1, 1, 1, 1), reference, plain_items=1)
     assert out.dtype == dtype and reference[0].dtype == dtype
-    error = (out.float() - golden["c_pred_cfg"]).abs().max().item()
-    assert error < 0.05 * golden["c_pred_cfg"].abs().max().item(), error
+    error = (out.float() - golden_tensors["c_pred_cfg"]).abs().max().item()
+    assert error < 0.05 * golden_tensors["c_pred_cfg"].abs().max().item(), error
 
 
 def test_clip_vision_manifest_is_the_image_encoder_we_build():

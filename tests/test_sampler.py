@@ -4,8 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
-from models_fixtures import fixtures, golden_models_path, landmark_input, load_tiny_models, tolerance
+from models_fixtures import golden_models_path, landmark_input, tiny_vae, tolerance
 
 from fye_core.animate import AnimationOptions, DiffusersVAE, initial_noise, prepare_conditioning, sample
 from fye_core.errors import FYEInputError
@@ -28,30 +27,16 @@ OFFICIAL_30 = [999, 966, 932, 899, 866, 832, 799, 766, 732, 699, 666, 632, 599, 
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return load_tiny_models()
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return fixtures()
-
-
-@pytest.fixture(scope="module")
 def vae():
-    config = json.loads(golden_models_path("tiny_vae_config.json").read_text())
-    model = AutoencoderKL(**{k: v for k, v in config.items() if not k.startswith("_")})
-    from safetensors.torch import load_file
-    model.load_state_dict(load_file(str(golden_models_path("tiny_vae.safetensors"))))
-    return DiffusersVAE(model.float().eval())
+    return DiffusersVAE(tiny_vae())
 
 
 @pytest.fixture(scope="module")
-def conditioning(tiny, golden):
-    tokens = golden["clip_tokens"]
+def conditioning(tiny, golden_tensors):
+    tokens = golden_tensors["clip_tokens"]
     with torch.no_grad():
         reference_context, context = tiny.encode_context(torch.cat([torch.zeros_like(tokens), tokens]))
-        features = tiny.referencenet.reference_features(golden["ref_latents"], reference_context[1:], 0)
+        features = tiny.referencenet.reference_features(golden_tensors["ref_latents"], reference_context[1:], 0)
         landmarks = tiny.guider(landmark_input())
     return Conditioning(context=context, reference=features, landmarks=landmarks)
 
@@ -69,45 +54,46 @@ def test_schedule_and_windows_are_the_official_ones():
     assert overlapping_windows(40, 24, 4) == [list(range(24)), list(range(16, 40))]
 
 
-def test_official_context_window_loop_matches(tiny, golden, conditioning):
+def test_official_context_window_loop_matches(tiny, golden_tensors, conditioning):
     cond = Conditioning(conditioning.context, conditioning.reference, conditioning.landmarks[:, :, :12])
     steps = []
     with torch.no_grad():
-        final = sample_windows(tiny.unet, golden["d_init_latents"], cond, Schedule(3), official_windows(12, 8),
+        final = sample_windows(tiny.unet, golden_tensors["d_init_latents"], cond, Schedule(3), official_windows(12, 8),
                                callback=lambda e: steps.append(e["x"]) if e["event"] == "step" else None)
-    for got, expected in zip(steps, golden["d_latents_per_step"], strict=True):
+    for got, expected in zip(steps, golden_tensors["d_latents_per_step"], strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=tolerance("d_latents_per_step"))
-    torch.testing.assert_close(final, golden["d_final_latents"], rtol=0, atol=tolerance("d_final_latents"))
+    torch.testing.assert_close(final, golden_tensors["d_final_latents"], rtol=0, atol=tolerance("d_final_latents"))
 
 
-def test_gaussian_tiling_matches_forward_long(tiny, golden, conditioning):
-    torch.testing.assert_close(gaussian_tile_weights(8), golden["e_tile_weights"], rtol=0, atol=1e-6)
-    x, schedule = golden["e_init_latents"], Schedule(3)
+def test_gaussian_tiling_matches_forward_long(tiny, golden_tensors, conditioning):
+    torch.testing.assert_close(gaussian_tile_weights(8), golden_tensors["e_tile_weights"], rtol=0, atol=1e-6)
+    x, schedule = golden_tensors["e_init_latents"], Schedule(3)
     with torch.no_grad():
         for tile, offset in enumerate((0, 5, 8)):
             frames = list(range(offset, offset + 8))
             v = guided_v(tiny.unet, x[:, :, frames], 999, conditioning, frames, 3.5)
-            torch.testing.assert_close(v, golden["e_guided_v"][tile], rtol=0, atol=tolerance("e_guided_v"))
-            torch.testing.assert_close(ddim_step(x[:, :, frames], v, 999, schedule), golden["e_tile_step_out"][tile],
-                                       rtol=0, atol=tolerance("e_latents_per_step"))
+            torch.testing.assert_close(v, golden_tensors["e_guided_v"][tile], rtol=0, atol=tolerance("e_guided_v"))
+            stepped = ddim_step(x[:, :, frames], v, 999, schedule)
+            torch.testing.assert_close(stepped, golden_tensors["e_tile_step_out"][tile], rtol=0,
+                                       atol=tolerance("e_latents_per_step"))
         final = sample_gaussian_tiles(tiny.unet, x, conditioning, schedule, 8, 3)
-    torch.testing.assert_close(final, golden["e_final_latents"], rtol=0, atol=tolerance("e_final_latents"))
+    torch.testing.assert_close(final, golden_tensors["e_final_latents"], rtol=0, atol=tolerance("e_final_latents"))
 
 
-def test_vae_round_matches(vae, golden):
+def test_vae_round_matches(vae, golden_tensors):
     with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
         reference = data["ref_u8"]
     latents = vae.encode(torch.from_numpy(reference)[None].float().div(255))
-    torch.testing.assert_close(latents, golden["ref_latents"], rtol=0, atol=tolerance("ref_latents"))
-    frames = golden["d_final_latents"][:, :, [0, 7]]
+    torch.testing.assert_close(latents, golden_tensors["ref_latents"], rtol=0, atol=tolerance("ref_latents"))
+    frames = golden_tensors["d_final_latents"][:, :, [0, 7]]
     decoded = vae.decode(frames[0].transpose(0, 1))
-    expected = (golden["d_vae_decode_raw_f0_f7"] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    expected = (golden_tensors["d_vae_decode_raw_f0_f7"] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     torch.testing.assert_close(decoded, expected, rtol=0, atol=tolerance("d_vae_decode_raw_f0_f7"))
 
 
-def test_speedups_keep_the_plain_results(tiny, golden, conditioning, vae):
+def test_speedups_keep_the_plain_results(tiny, golden_tensors, conditioning, vae):
     """Each speed-up against the plain computation, on the sampler's output (within 1e-5 in fp32)."""
-    x, windows = golden["d_init_latents"], official_windows(12, 8)
+    x, windows = golden_tensors["d_init_latents"], official_windows(12, 8)
 
     def run(cond):
         with torch.no_grad():
@@ -120,10 +106,10 @@ def test_speedups_keep_the_plain_results(tiny, golden, conditioning, vae):
         torch.testing.assert_close(run(cond), fast, rtol=0, atol=1e-5)
     finally:
         tiny.unet.set_conditioning_cache(True)
-    tokens = golden["clip_tokens"]
+    tokens = golden_tensors["clip_tokens"]
     with torch.no_grad():  # the official ReferenceNet pass on [uncond, cond], of which only cond is used
         both, _ = tiny.encode_context(torch.cat([torch.zeros_like(tokens), tokens]))
-        pair = tiny.referencenet.reference_features(golden["ref_latents"].repeat(2, 1, 1, 1), both, 0)
+        pair = tiny.referencenet.reference_features(golden_tensors["ref_latents"].repeat(2, 1, 1, 1), both, 0)
     official_reference = Conditioning(cond.context, [f[1:] for f in pair], cond.landmarks)
     torch.testing.assert_close(run(official_reference), fast, rtol=0, atol=1e-5)
     one_by_one = torch.cat([vae.decode(frame[None]) for frame in fast[0].transpose(0, 1)])
@@ -131,25 +117,25 @@ def test_speedups_keep_the_plain_results(tiny, golden, conditioning, vae):
     torch.testing.assert_close(chunked, one_by_one, rtol=0, atol=1e-5)
 
 
-def end_to_end(tiny, vae, golden, options, frames=10, callback=None):
+def end_to_end(tiny, vae, golden_tensors, options, frames=10, callback=None):
     with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
         reference, motion = data["ref_u8"], data["lmk_u8"][:frames]
-    cond = prepare_conditioning(tiny, vae, golden["clip_tokens"], reference, motion, options.guidance)
+    cond = prepare_conditioning(tiny, vae, golden_tensors["clip_tokens"], reference, motion, options.guidance)
     noise = initial_noise(frames, *reference.shape[:2], options.seed, "cpu", torch.float32)
     return sample(tiny, cond, noise, options, callback)
 
 
 @pytest.mark.parametrize("mode", ["official", "overlap", "tiles"])
-def test_every_long_video_mode_runs_seeded_and_reproducible(tiny, vae, golden, mode):
+def test_every_long_video_mode_runs_seeded_and_reproducible(tiny, vae, golden_tensors, mode):
     options = AnimationOptions(steps=2, long_video=mode, context_frames=6, context_overlap=2, fuse="pyramid")
-    first = end_to_end(tiny, vae, golden, options)
+    first = end_to_end(tiny, vae, golden_tensors, options)
     assert first.shape == (1, 4, 10, 16, 24) and torch.isfinite(first).all()
-    torch.testing.assert_close(end_to_end(tiny, vae, golden, options), first, rtol=0, atol=0)
-    other_seed = end_to_end(tiny, vae, golden, AnimationOptions(**{**options.__dict__, "seed": 1}))
+    torch.testing.assert_close(end_to_end(tiny, vae, golden_tensors, options), first, rtol=0, atol=0)
+    other_seed = end_to_end(tiny, vae, golden_tensors, AnimationOptions(**{**options.__dict__, "seed": 1}))
     assert (other_seed - first).abs().max() > 1e-2
 
 
-def test_callbacks_report_and_cancel(tiny, vae, golden):
+def test_callbacks_report_and_cancel(tiny, vae, golden_tensors):
     events = []
 
     class Cancelled(Exception):
@@ -161,16 +147,16 @@ def test_callbacks_report_and_cancel(tiny, vae, golden):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        end_to_end(tiny, vae, golden, AnimationOptions(steps=4, context_frames=4), callback=callback)
+        end_to_end(tiny, vae, golden_tensors, AnimationOptions(steps=4, context_frames=4), callback=callback)
     assert events == [("window", 0)] * 3 + [("step", 0)] + [("window", 1)] * 3 + [("step", 1)]
 
 
-def test_bad_settings_are_clear_errors(tiny, vae, golden):
+def test_bad_settings_are_clear_errors(tiny, vae, golden_tensors):
     with pytest.raises(FYEInputError, match="window of 40 frames is longer than the motion modules allow .32."):
-        end_to_end(tiny, vae, golden, AnimationOptions(steps=1, context_frames=40), frames=40)
+        end_to_end(tiny, vae, golden_tensors, AnimationOptions(steps=1, context_frames=40), frames=40)
     with pytest.raises(FYEInputError, match="steps must be between 1 and 1000"):
-        end_to_end(tiny, vae, golden, AnimationOptions(steps=1001), frames=2)
+        end_to_end(tiny, vae, golden_tensors, AnimationOptions(steps=1001), frames=2)
     with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
         reference, motion = data["ref_u8"], data["lmk_u8"][:4]
     with pytest.raises(FYEInputError, match="motion frames are 192x128 but the reference is 96x64"):
-        prepare_conditioning(tiny, vae, golden["clip_tokens"], reference[::2, ::2], motion, 3.5)
+        prepare_conditioning(tiny, vae, golden_tensors["clip_tokens"], reference[::2, ::2], motion, 3.5)
