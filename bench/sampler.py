@@ -246,6 +246,15 @@ def main() -> None:
         print(f"{name:<18} " + " ".join(f"{s:>7.2f}" for s in stages) + f" {total:>7.2f} "
               f"{OFFICIAL['total'] / total:>10.2f}x {r['peak_rss_gb']:>11.2f}  {fmt_diff(r)} / "
               f"{r.get('diff_pixels', 0)} levels")
+    official_30 = OFFICIAL["total"] + (30 - STEPS) * OFFICIAL["step"]
+    print(f"\nprojected to the official 30 steps: the first step as measured, the other 29 at the mean of the later "
+          f"steps (official about {official_30:.0f} s, the same projection of its figures)")
+    for name in ("plain", "all-on", "all-on+malloc"):
+        t = results[name]["times"]
+        steps = t["steps"]
+        total = (t["vae_encode"] + t["referencenet"] + t["guider"] + steps[0]
+                 + 29 * sum(steps[1:]) / len(steps[1:]) + t["decode"])
+        print(f"{name:<18} {total:>7.0f} s {official_30 / total:>10.2f}x")
     print("plain: conditioning cache off, ReferenceNet on [uncond, cond], decode one frame at a time; all-on: "
           "cache on, ReferenceNet on cond only, decode 8 frames per call (what fye_core.animate does); +malloc: "
           + " ".join(f"{k}={v}" for k, v in KEEP_FREED.items()) + " in the environment")
