@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,9 +20,14 @@ from .errors import FYEInputError
 from .image import images_to_uint8
 from .models import FYEModels
 from .sampling import (
+    KEYFRAME_CHOICES,
     Callback,
+    ClipStore,
     Conditioning,
+    Progressive,
     Schedule,
+    even_keyframes,
+    expression_keyframes,
     official_windows,
     overlapping_windows,
     sample_gaussian_tiles,
@@ -30,8 +35,9 @@ from .sampling import (
 )
 
 LATENT_SCALE = 0.18215  # SD-1.5 VAE scaling factor
-LONG_VIDEO_MODES = ("official", "overlap", "tiles")
+LONG_VIDEO_MODES = ("official", "overlap", "tiles", "progressive")
 OFFICIAL_SEED = 12580
+RenderMotion = Callable[[list[int]], np.ndarray]  # motion frame indices -> their uint8 landmark frames
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,9 @@ class AnimationOptions:
     """Sampling settings; the defaults are the official ones (30 DDIM steps, CFG 3.5, 24-frame cyclic
     windows). ``long_video``: ``official`` cyclic non-overlapping windows, ``overlap`` windows overlapping
     by ``context_overlap`` frames averaged with ``fuse`` weights, ``tiles`` the official Gaussian temporal
-    tiling (``forward_long``) with ``context_overlap`` frames of overlap."""
+    tiling (``forward_long``) with ``context_overlap`` frames of overlap, ``progressive`` the paper's
+    keyframes-then-segments strategy with clips of at most ``context_frames`` and ``keyframes`` chosen
+    ``even``-ly or at ``expression`` extremes."""
 
     steps: int = 30
     guidance: float = 3.5
@@ -50,7 +58,14 @@ class AnimationOptions:
     context_frames: int = 24
     context_overlap: int = 4
     fuse: str = "flat"
+    keyframes: str = "even"
     decode_chunk: int = 8
+
+    def __post_init__(self):
+        if self.long_video not in LONG_VIDEO_MODES:
+            raise FYEInputError(f"long_video must be one of {LONG_VIDEO_MODES}, got {self.long_video!r}")
+        if self.keyframes not in KEYFRAME_CHOICES:
+            raise FYEInputError(f"keyframes must be one of {KEYFRAME_CHOICES}, got {self.keyframes!r}")
 
 
 class LatentCodec(Protocol):
@@ -100,14 +115,11 @@ def check_window(context_frames: int, max_frames: int) -> None:
         raise FYEInputError("context_frames must be at least 1")
 
 
-def prepare_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
-                         motion_frames: np.ndarray, guidance: float) -> Conditioning:
-    """CLIP contexts, the 16 reference features (ReferenceNet once, on the conditional item only) and
-    the landmark features of every motion frame."""
+def reference_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor,
+                           reference: np.ndarray, guidance: float) -> Conditioning:
+    """CLIP contexts and the 16 reference features (ReferenceNet once, on the conditional item only);
+    ``landmarks`` left empty for ``landmark_features``."""
     height, width = reference.shape[:2]
-    if motion_frames.shape[1:3] != (height, width):
-        raise FYEInputError(f"the motion frames are {motion_frames.shape[2]}x{motion_frames.shape[1]} but the "
-                            f"reference is {width}x{height}; align the motion to this reference (same size)")
     if height % 8 or width % 8:
         raise FYEInputError(f"the reference is {width}x{height}; both sides must be multiples of 8")
     device, dtype = models.unet.device, models.unet.dtype
@@ -119,9 +131,25 @@ def prepare_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: tor
         image = torch.from_numpy(np.ascontiguousarray(reference))[None].float().div(255)
         latents = codec.encode(image).to(device, dtype)
         features = models.referencenet.reference_features(latents, reference_context[-1:], 0)
-        frames = torch.from_numpy(np.ascontiguousarray(motion_frames)).to(device, dtype).div(255)
-        landmarks = models.guider(frames.permute(3, 0, 1, 2)[None])
-    return Conditioning(context=context, reference=features, landmarks=landmarks)
+    return Conditioning(context=context, reference=features, landmarks=None)
+
+
+def landmark_features(models: FYEModels, reference: np.ndarray, motion_frames: np.ndarray) -> torch.Tensor:
+    """Guider features (1, 320, N, h, w) of uint8 landmark frames (N, H, W, 3) of the reference's size."""
+    height, width = reference.shape[:2]
+    if motion_frames.shape[1:3] != (height, width):
+        raise FYEInputError(f"the motion frames are {motion_frames.shape[2]}x{motion_frames.shape[1]} but the "
+                            f"reference is {width}x{height}; align the motion to this reference (same size)")
+    frames = torch.from_numpy(np.ascontiguousarray(motion_frames)).to(models.unet.device, models.unet.dtype)
+    with torch.no_grad():
+        return models.guider(frames.div(255).permute(3, 0, 1, 2)[None])
+
+
+def prepare_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
+                         motion_frames: np.ndarray, guidance: float) -> Conditioning:
+    """``reference_conditioning`` with the landmark features of every motion frame."""
+    landmarks = landmark_features(models, reference, motion_frames)
+    return replace(reference_conditioning(models, codec, clip_tokens, reference, guidance), landmarks=landmarks)
 
 
 def initial_noise(num_frames: int, height: int, width: int, seed: int, device, dtype) -> torch.Tensor:
@@ -151,7 +179,34 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
         if options.long_video == "tiles":
             return sample_gaussian_tiles(models.unet, noise, cond, schedule, context,
                                          min(options.context_overlap, context - 1), options.guidance, callback)
-    raise FYEInputError(f"long_video must be one of {LONG_VIDEO_MODES}, got {options.long_video!r}")
+    raise FYEInputError(f"long_video={options.long_video!r} streams its clips: use animate_frames")
+
+
+def sample_progressive(models: FYEModels, cond: Conditioning, reference: np.ndarray, render: RenderMotion,
+                       noise: torch.Tensor, options: AnimationOptions, expression: np.ndarray | None = None,
+                       store: ClipStore | None = None,
+                       callback: Callback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """The progressive strategy: (frame, latent (1, 4, h, w)) in frame order, the landmark features of one
+    clip at a time. ``expression``: per-frame intensity for ``keyframes="expression"``."""
+    window = min(options.context_frames, noise.shape[2])
+    check_window(window, models.unet.max_frames)
+    if options.keyframes == "expression" and expression is None:
+        raise FYEInputError("keyframes='expression' needs the driving blendshapes (a motion from align_motion)")
+
+    def choose(frames: list[int], count: int) -> list[int]:
+        if options.keyframes == "expression":
+            return expression_keyframes(frames, count, window, expression)
+        return even_keyframes(frames, count)
+
+    def conditioning(frames: list[int]) -> Conditioning:
+        return replace(cond, landmarks=landmark_features(models, reference, render(frames)))
+
+    progressive = Progressive(models.unet, Schedule(options.steps), window, options.guidance, conditioning,
+                              lambda frames: noise[:, :, frames], choose, store, callback)
+    log.info("FYE sampling %d frames progressively: %d steps, cfg %g, clips of at most %d", noise.shape[2],
+             options.steps, options.guidance, window)
+    with torch.no_grad():
+        yield from progressive.sample(noise.shape[2])
 
 
 def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
@@ -161,13 +216,41 @@ def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> 
         yield codec.decode(frames[start:start + chunk])
 
 
+def decode_stream(codec: LatentCodec, latents: Iterable[tuple[int, torch.Tensor]],
+                  chunk: int = 8) -> Iterator[torch.Tensor]:
+    """``decode_frames`` for latents that arrive one frame at a time (progressive sampling)."""
+    pending = []
+    for _, latent in latents:
+        pending.append(latent)
+        if len(pending) == chunk:
+            yield codec.decode(torch.cat(pending))
+            pending = []
+    if pending:
+        yield codec.decode(torch.cat(pending))
+
+
+def animate_frames(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
+                   render: RenderMotion, num_frames: int, options: AnimationOptions | None = None,
+                   callback: Callback | None = None, expression: np.ndarray | None = None,
+                   store: ClipStore | None = None) -> Iterator[torch.Tensor]:
+    """The whole job as a stream: frames (n, H, W, 3) in [0, 1], a decode chunk at a time, for the uint8
+    reference (H, W, 3) and ``render(indices)`` -> the landmark frames (n, H, W, 3) of those motion frames.
+    The progressive mode holds one clip's landmark frames and features at a time; the others all."""
+    options = options or AnimationOptions()
+    noise = initial_noise(num_frames, *reference.shape[:2], options.seed, models.unet.device, models.unet.dtype)
+    cond = reference_conditioning(models, codec, clip_tokens, reference, options.guidance)
+    if options.long_video == "progressive":
+        latents = sample_progressive(models, cond, reference, render, noise, options, expression, store, callback)
+        yield from decode_stream(codec, latents, options.decode_chunk)
+        return
+    cond = replace(cond, landmarks=landmark_features(models, reference, render(list(range(num_frames)))))
+    yield from decode_frames(codec, sample(models, cond, noise, options, callback), options.decode_chunk)
+
+
 def animate(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
             motion_frames: np.ndarray, options: AnimationOptions | None = None,
             callback: Callback | None = None) -> np.ndarray:
     """The whole job: uint8 reference (H, W, 3) and landmark frames (N, H, W, 3) -> uint8 frames (N, H, W, 3)."""
-    options = options or AnimationOptions()
-    cond = prepare_conditioning(models, codec, clip_tokens, reference, motion_frames, options.guidance)
-    noise = initial_noise(len(motion_frames), *reference.shape[:2], options.seed, models.unet.device,
-                          models.unet.dtype)
-    latents = sample(models, cond, noise, options, callback)
-    return images_to_uint8(torch.cat(list(decode_frames(codec, latents, options.decode_chunk))))
+    frames = animate_frames(models, codec, clip_tokens, reference, lambda indices: motion_frames[indices],
+                            len(motion_frames), options, callback)
+    return images_to_uint8(torch.cat(list(frames)))

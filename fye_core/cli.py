@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
 from .errors import FYEInputError
-from .image import REFERENCE_MODES, load_image, prepare_reference
+from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
     DETECTION_MODES,
     FILL_MODES,
@@ -27,7 +27,7 @@ from .landmarks import (
     render_expression_landmarks,
     save_template,
 )
-from .sampling import FUSE_METHODS
+from .sampling import FUSE_METHODS, KEYFRAME_CHOICES
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
@@ -76,7 +76,10 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help=f"noise seed (official {OFFICIAL_SEED})")
     p.add_argument("--long-video", choices=LONG_VIDEO_MODES, default="official",
                    help="official: cyclic 24-frame windows; overlap: overlapping windows fused; "
-                        "tiles: the official Gaussian temporal tiling")
+                        "tiles: the official Gaussian temporal tiling; progressive: keyframes first, then the "
+                        "frames between them with both ends fixed (resumes when interrupted)")
+    p.add_argument("--keyframes", choices=KEYFRAME_CHOICES, default="even",
+                   help="progressive: keyframes evenly spaced, or moved to the most expressive frames near them")
     p.add_argument("--context-frames", type=int, default=24, help="frames per window (at most 32)")
     p.add_argument("--context-overlap", type=int, default=4, help="overlap of windows or tiles")
     p.add_argument("--fuse", choices=FUSE_METHODS, default="flat", help="weights of overlapping windows")
@@ -136,29 +139,54 @@ def run_landmarks(args) -> int:
 
 
 def run_animate(args) -> int:
-    from .animate import AnimationOptions, animate, load_diffusers_vae
+    from .animate import AnimationOptions, animate_frames, load_diffusers_vae
     from .models.bundle import load_fye_models, locate_model_files
     from .models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
+    from .resume import ClipFolder, file_digest
+    from .sampling import expression_intensity
 
     files = locate_model_files(args.models)  # before the slow work: missing weights fail at once
-    reference, motion, _ = _motion(args)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
-                               fuse=args.fuse)
+                               fuse=args.fuse, keyframes=args.keyframes)
+    reference, motion, _ = _motion(args)
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
+    store = None
+    if options.long_video == "progressive":
+        run = {"options": vars(options), "portrait": file_digest(args.portrait), "driving": file_digest(args.driving),
+               "reference_mode": args.reference_mode, "models": str(args.models.resolve()), "dtype": str(dtype),
+               "frames": len(motion)}
+        store = ClipFolder(args.out.with_name(args.out.name + ".parts"), run)
+        if len(store):
+            print(f"resuming from {len(store)} finished clips in {store.folder}", file=sys.stderr)
     encoder = load_clip_image_encoder(files.clip, dtype, args.device)
     tokens = encode_clip_tokens(encoder, clip_pixel_values(reference))
     del encoder
     models = load_fye_models(files.fye, dtype, args.device)
     codec = load_diffusers_vae(files.vae, dtype, args.device)
-    frames = render_expression_landmarks(motion.points, motion.width, motion.height)
-    with tqdm(total=options.steps, desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
+    expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
+
+    def render(indices: list[int]) -> np.ndarray:
+        return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
+
+    with tqdm(desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
         def progress(event):
             if event["event"] == "step":
-                bar.update(1)
+                bar.total = event["steps"]
+                bar.update(event["step"] + 1 - bar.n)
 
-        video = animate(models, codec, tokens, reference, frames, options, progress)
-    count = write_video(args.out, iter(video), motion.fps or 30.0)
+        chunks = animate_frames(models, codec, tokens, reference, render, len(motion), options, progress,
+                                expression, store)
+        try:
+            count = write_video(args.out, (frame for chunk in chunks for frame in images_to_uint8(chunk)),
+                                motion.fps or 30.0)
+        except KeyboardInterrupt:
+            if store is not None:
+                print(f"fye animate: {len(store)} finished clips kept in {store.folder}; run the same command "
+                      "again to resume", file=sys.stderr)
+            raise
+    if store is not None:
+        store.remove()
     print(f"wrote {count} frames ({motion.width}x{motion.height}): {args.out}", file=sys.stderr)
     return 0
 

@@ -8,21 +8,12 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..fye_core.animate import (
-    LATENT_SCALE,
-    LONG_VIDEO_MODES,
-    OFFICIAL_SEED,
-    AnimationOptions,
-    decode_frames,
-    initial_noise,
-    prepare_conditioning,
-    sample,
-)
+from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions, animate_frames
 from ..fye_core.image import images_to_uint8
 from ..fye_core.landmarks import render_expression_landmarks
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
-from ..fye_core.sampling import FUSE_METHODS
+from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, expression_intensity
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
 from .models import FOLDER
@@ -115,35 +106,43 @@ class Animate(io.ComfyNode):
                              tooltip="Noise seed; the same seed gives the same video on every device."),
                 io.Combo.Input("long_video", options=list(LONG_VIDEO_MODES), default="official",
                                tooltip="official: cyclic non-overlapping windows (parity); overlap: overlapping "
-                                       "windows averaged; tiles: the official Gaussian temporal tiling."),
+                                       "windows averaged; tiles: the official Gaussian temporal tiling; "
+                                       "progressive: keyframes first, then the frames between them with both "
+                                       "ends fixed (the paper's strategy for long videos)."),
                 io.Int.Input("context_frames", default=24, min=1, max=32,
                              tooltip="Frames per window (the motion modules take at most 32)."),
                 io.Int.Input("context_overlap", default=4, min=0, max=31,
                              tooltip="Frames shared by neighbouring windows or tiles (not used by 'official')."),
                 io.Combo.Input("fuse", options=list(FUSE_METHODS), default="flat",
                                tooltip="How overlapping windows are weighted ('overlap' mode)."),
+                io.Combo.Input("keyframes", options=list(KEYFRAME_CHOICES), default="even",
+                               tooltip="'progressive' mode: keyframes evenly spaced, or moved to the most "
+                                       "expressive driving frames near them."),
             ],
             outputs=[io.Image.Output(display_name="images")],
         )
 
     @classmethod
     def execute(cls, fye_models, reference, motion, vae, clip_vision, steps, cfg, seed, long_video,
-                context_frames, context_overlap, fuse) -> io.NodeOutput:
+                context_frames, context_overlap, fuse, keyframes) -> io.NodeOutput:
         reference_u8 = images_to_uint8(reference[:1])[0]
-        landmark_frames = render_expression_landmarks(motion.points, motion.width, motion.height)
         tokens = clip_tokens_from_comfy(clip_vision, reference_u8)
         comfy.model_management.load_models_gpu([fye_models])
         models = fye_models.model.fye
         device, dtype = fye_models.load_device, models.unet.dtype
         options = AnimationOptions(steps=steps, guidance=cfg, seed=seed, long_video=long_video,
-                                   context_frames=context_frames, context_overlap=context_overlap, fuse=fuse)
-        codec = ComfyVAE(vae, device, dtype)
-        cond = prepare_conditioning(models, codec, tokens, reference_u8, landmark_frames, cfg)
-        noise = initial_noise(len(landmark_frames), *reference_u8.shape[:2], seed, device, dtype)
-        latents = sample(models, cond, noise, options, sampling_progress(device, steps))
-        decoding = comfy.utils.ProgressBar(len(landmark_frames))
+                                   context_frames=context_frames, context_overlap=context_overlap, fuse=fuse,
+                                   keyframes=keyframes)
+        expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
+
+        def render(indices: list[int]):
+            return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
+
+        chunks = animate_frames(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, render, len(motion),
+                                options, sampling_progress(device, steps), expression)
+        decoding = comfy.utils.ProgressBar(len(motion))
         frames = []
-        for chunk in decode_frames(codec, latents, options.decode_chunk):
+        for chunk in chunks:
             comfy.model_management.throw_exception_if_processing_interrupted()
             frames.append(chunk.to(comfy.model_management.intermediate_device()))
             decoding.update(len(chunk))

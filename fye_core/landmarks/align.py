@@ -122,4 +122,5 @@ def align_motion(
     if drop_first_frame:
         points, frames = points[1:], frames[1:]
     return Motion(points=points, width=reference.width, height=reference.height,
-                  detected=driving.detected[frames].copy(), frame_index=frames, fps=driving.fps)
+                  detected=driving.detected[frames].copy(), frame_index=frames, fps=driving.fps,
+                  blendshapes=driving.blendshapes[frames].copy())

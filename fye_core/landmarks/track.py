@@ -93,7 +93,8 @@ class Motion:
     """Driving motion retargeted onto a reference: 2D landmarks in pixels of the reference image.
 
     ``points``: (N, 478, 2), 468 projected mesh points then 10 iris points; ``detected``: (N,) whether the
-    driving frame had a face (others were filled); ``frame_index``: (N,) the driving frame of each.
+    driving frame had a face (others were filled); ``frame_index``: (N,) the driving frame of each;
+    ``blendshapes``: (N, 51) the driving frames' blendshape scores, when known.
     """
 
     points: np.ndarray
@@ -102,6 +103,7 @@ class Motion:
     detected: np.ndarray
     frame_index: np.ndarray
     fps: float | None = None
+    blendshapes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)

@@ -77,14 +77,17 @@ def default_config() -> dict:
 def build_models(config: dict | None = None, device: str | torch.device = "meta") -> FYEModels:
     """Constructs the networks; on ``meta`` (the default) no memory is allocated for their weights.
 
-    ``config["qformer"]`` (QFormer kwargs, may be empty) adds the optional Q-Former.
+    ``config["qformer"]`` (QFormer kwargs, may be empty) adds the optional Q-Former;
+    ``config["unet_in_channels"]`` = 9 makes a denoising UNet that takes the paper's masked latents.
     """
     config = config or default_config()
+    unet = configs.unet3d_config(config["unet2d"], config["motion"])
+    unet["in_channels"] = config.get("unet_in_channels", configs.LATENT_CHANNELS)
     with torch.device(device):
         qformer = QFormer(**config["qformer"]) if config.get("qformer") is not None else None
         return FYEModels(guider=LandmarkGuider(**config["guider"]),
                          referencenet=ReferenceNet(**config["unet2d"]),
-                         unet=MotionUNet(**configs.unet3d_config(config["unet2d"], config["motion"])),
+                         unet=MotionUNet(**unet),
                          config=config, qformer=qformer)
 
 

@@ -33,6 +33,7 @@ SD15_UNET = {
 MOTION = {"motion_num_attention_heads": 8, "motion_max_seq_length": 32, "use_motion_mid_block": True}
 GUIDER = {"conditioning_embedding_channels": 320, "conditioning_channels": 3, "block_out_channels": [16, 32, 96, 256]}
 CLIP_TOKEN_DIM = 1024  # width of the CLIP ViT-L/14 last_hidden_state that clip_fc projects
+LATENT_CHANNELS = 4  # SD-1.5 VAE latents
 
 
 def unet2d_config(official: dict) -> dict:

@@ -12,7 +12,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 from .attention import ContextAttnProcessor, PerFrameGroupNorm, ReferenceAttnProcessor
-from .configs import CLIP_TOKEN_DIM
+from .configs import CLIP_TOKEN_DIM, LATENT_CHANNELS
 from .referencenet import transformer_blocks_in_forward_order
 
 
@@ -39,6 +39,11 @@ class MotionUNet(UNetMotionModel):
             processor.cache = enabled
 
     @property
+    def takes_masked_latents(self) -> bool:
+        """Trained with the paper's masked latents: 4 noisy + 4 known latent channels + 1 mask channel."""
+        return self.config.in_channels == 2 * LATENT_CHANNELS + 1
+
+    @property
     def max_frames(self) -> int:
         """Longest clip one forward pass can take (the motion modules' positional encoding)."""
         return self.config.motion_max_seq_length
@@ -54,15 +59,23 @@ class MotionUNet(UNetMotionModel):
 
     def forward(self, sample: torch.Tensor, timestep, context: torch.Tensor,
                 landmark_features: torch.Tensor | None = None, reference: list[torch.Tensor] | None = None,
-                plain_items: int = 0) -> torch.Tensor:
+                plain_items: int = 0, masked_latents: torch.Tensor | None = None) -> torch.Tensor:
         """Predicts v for ``sample`` (B, 4, F, h, w).
 
         ``context``: (B, N, 768) from ``encode_context``; ``landmark_features``: (B, 320, F, h, w) from the
         guider, added for every batch item; ``reference``: the 16 ReferenceNet features (R, h*w, C) of
         the items that use the reference, R = 1 (shared) or ``B - plain_items``; the first
-        ``plain_items`` items (CFG's unconditional half) attend without the reference.
+        ``plain_items`` items (CFG's unconditional half) attend without the reference. ``masked_latents``
+        (B, 5, F, h, w): the known latents (zero where unknown) and a mask (1 where known), for models with
+        ``takes_masked_latents`` (none known when omitted).
         """
         batch, _, frames = sample.shape[:3]
+        if self.takes_masked_latents:
+            if masked_latents is None:
+                masked_latents = sample.new_zeros(batch, LATENT_CHANNELS + 1, *sample.shape[2:])
+            sample = torch.cat([sample, masked_latents.to(sample)], dim=1)
+        elif masked_latents is not None:
+            raise ValueError("this UNet has 4 input channels; masked latents need a model trained with them")
         if frames > self.max_frames:
             raise ValueError(f"{frames} frames in one pass, but the motion modules take at most {self.max_frames}")
         if landmark_features is not None:

@@ -25,12 +25,14 @@ class Conditioning:
 
     ``context``: (2, N, 768) unconditional then conditional cross-attention context, or (1, N, 768) for
     the conditional one alone when CFG is off; ``reference``: the 16 ReferenceNet features of the
-    reference (1, h*w, C); ``landmarks``: guider features (1, 320, F, h, w) of every motion frame.
+    reference (1, h*w, C); ``landmarks``: guider features (1, 320, F, h, w) of every motion frame;
+    ``masked_latents``: (1, 5, F, h, w) known latents and mask, for UNets trained with masked latents.
     """
 
     context: torch.Tensor
     reference: list[torch.Tensor] | None
     landmarks: torch.Tensor
+    masked_latents: torch.Tensor | None = None
 
 
 def guided_v(unet, x: torch.Tensor, t: int, cond: Conditioning, frames: Sequence[int],
@@ -40,11 +42,14 @@ def guided_v(unet, x: torch.Tensor, t: int, cond: Conditioning, frames: Sequence
     CFG batches [uncond, cond]; the unconditional item has zero CLIP tokens and ignores the reference
     (official semantics); both see the landmark features.
     """
-    landmarks = cond.landmarks[:, :, list(frames)]
+    frames = list(frames)
+    landmarks = cond.landmarks[:, :, frames]
+    masked = None if cond.masked_latents is None else cond.masked_latents[:, :, frames]
     if guidance <= 1:
-        return unet(x, t, cond.context[-1:], landmarks, cond.reference)
+        return unet(x, t, cond.context[-1:], landmarks, cond.reference, masked_latents=masked)
     uncond, conditional = unet(torch.cat([x, x]), t, cond.context, torch.cat([landmarks, landmarks]),
-                               cond.reference, plain_items=1).chunk(2)
+                               cond.reference, plain_items=1,
+                               masked_latents=None if masked is None else torch.cat([masked, masked])).chunk(2)
     return uncond + guidance * (conditional - uncond)
 
 
