@@ -71,6 +71,7 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--models", required=True, type=Path,
                    help="folder with the FYE weights, sd-vae-ft-mse/ and image_encoder/ (see README)")
     p.add_argument("--out", required=True, type=Path, help="output .mp4")
+    p.add_argument("--crf", type=int, default=16, help="H.264 quality: 0 lossless, 16 (default) near lossless")
     p.add_argument("--steps", type=int, default=30, help="DDIM steps (official 30)")
     p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
     p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help=f"noise seed (official {OFFICIAL_SEED})")
@@ -179,7 +180,7 @@ def run_animate(args) -> int:
                                 expression, store)
         try:
             count = write_video(args.out, (frame for chunk in chunks for frame in images_to_uint8(chunk)),
-                                motion.fps or 30.0)
+                                motion.fps or 30.0, args.crf)
         except KeyboardInterrupt:
             if store is not None:
                 print(f"fye animate: {len(store)} finished clips kept in {store.folder}; run the same command "

@@ -1,7 +1,9 @@
 """``fye landmarks`` as a user runs it: a subprocess of the installed console script."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,37 @@ def test_animate_writes_a_playable_video_with_one_frame_per_driving_frame(tmp_pa
     assert "lacks model files" in last and "FollowYourEmoji" in last and "image_encoder" in last
     assert "sd-vae-ft-mse" not in last.split("put into it:")[1]
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_an_interrupted_progressive_run_resumes_to_the_same_video(tmp_path):
+    from models_fixtures import write_tiny_models_dir
+
+    models = write_tiny_models_dir(tmp_path / "models")
+    portrait = tmp_path / "portrait.png"
+    Image.open(shared_path("data", "portrait_painting_s9.jpg")).resize((72, 128)).save(portrait)
+    template = save_template(golden_track("driving_lp_d0"), tmp_path / "driving.npz")  # 78 frames
+    args = ["animate", "--portrait", portrait, "--driving", template, "--models", models, "--reference-mode", "keep",
+            "--steps", "2", "--long-video", "progressive", "--context-frames", "8", "--crf", "0"]
+    whole = tmp_path / "whole.mp4"
+    assert run_fye(*args, "--out", whole).returncode == 0
+    assert not (tmp_path / "whole.mp4.parts").exists()  # removed once the video is written
+
+    out, parts = tmp_path / "resumed.mp4", tmp_path / "resumed.mp4.parts"
+    process = subprocess.Popen([FYE, *map(str, args), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    while len(list(parts.glob("clip-*.safetensors"))) < 3:
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130 and "run the same command again to resume" in stderr, stderr
+    assert not out.exists()
+    done = run_fye(*args, "--out", out)
+    assert done.returncode == 0 and "resuming from" in done.stderr, done.stderr
+    resumed, expected = read_video(out)[0], read_video(whole)[0]  # lossless: x264 output varies run to run
+    assert len(expected) == 78
+    np.testing.assert_array_equal(resumed, expected)
+
+    (tmp_path / "other.mp4.parts").mkdir()  # a folder of another run is refused
+    (tmp_path / "other.mp4.parts" / "run.json").write_text("{}")
+    refused = run_fye(*args, "--out", out.with_name("other.mp4"))
+    assert refused.returncode != 0 and "holds clips of another run" in refused.stderr
