@@ -157,9 +157,13 @@ def animate_prompt(host):
     return prompt
 
 
-def test_animation_workflow_writes_one_frame_per_driving_frame(host, animate_prompt):
-    history = host.run_prompt(animate_prompt)
-    save_video = next(k for k, n in animate_prompt.items() if n["class_type"] == "SaveVideo")
+@pytest.mark.parametrize("long_video", ["official", "progressive"])
+def test_animation_workflow_writes_one_frame_per_driving_frame(host, animate_prompt, long_video):
+    prompt = json.loads(json.dumps(animate_prompt))
+    animate = next(n for n in prompt.values() if n["class_type"] == "FYE_Animate")
+    animate["inputs"].update(long_video=long_video, context_frames=5)  # keyframes, then three segments
+    history = host.run_prompt(prompt)
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
     (video,) = host.output_files(history, save_video)
     frames, fps = read_video(video)
     assert frames.shape == (12, 64, 64, 3) and fps == 25.0
