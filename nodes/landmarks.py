@@ -27,7 +27,7 @@ MotionType = io.Custom("FYE_MOTION")
 TEMPLATE_EXTENSIONS = (".npz", ".npy")
 
 
-def _detector(mode: str):
+def face_detector(mode: str):
     return FaceLandmarkDetector(mode=mode, search_dirs=model_dirs(), download_dir=model_dirs()[0])
 
 
@@ -99,7 +99,7 @@ class FaceLandmarks(io.ComfyNode):
                     return render_expression_landmarks(landmarks, width, height, normalized=True, background=frame)
             progress(done, total, preview)
 
-        with _detector(detection) as detector:
+        with face_detector(detection) as detector:
             track = detect_face_track(frames, detector=detector, fill=fill, fps=fps or None, total=len(frames),
                                       progress=on_frame)
         preview = render_expression_landmarks(track.landmarks, width, height, normalized=True, background=frames)

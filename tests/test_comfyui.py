@@ -11,6 +11,7 @@ from models_fixtures import load_tiny_models, write_random_clip_vision, write_ra
 from PIL import Image
 from shared_data import golden, shared_path
 
+from fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from fye_core.image import load_image, prepare_reference
 from fye_core.landmarks import (
     align_motion,
@@ -25,7 +26,7 @@ from fye_core.video import probe_video, read_video, write_video
 pytestmark = pytest.mark.comfyui
 
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
-            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate")
+            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack")
 WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
@@ -189,3 +190,25 @@ def test_cancelling_stops_the_sampler_between_steps(host, animate_prompt):
     assert "execution_interrupted" in events, entry["status"]
     interrupted = next(data for event, data in entry["status"]["messages"] if event == "execution_interrupted")
     assert interrupted["node_type"] == "FYE_Animate"
+
+
+def test_face_crop_and_paste_back_give_full_resolution_frames_and_a_mask(host):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": PORTRAIT}},
+        "2": {"class_type": "FYE_FaceCrop", "inputs": {"image": ["1", 0], "margin": 0.5, "aspect": 1.0, "size": 512}},
+        "3": {"class_type": "FYE_PasteBack", "inputs": {"images": ["2", 0], "crop": ["2", 1], "portrait": ["1", 0],
+                                                         "feather": 16}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "crop/face"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "crop/full"}},
+        "6": {"class_type": "MaskToImage", "inputs": {"mask": ["3", 1]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "crop/mask"}},
+    }
+    history = host.run_prompt(prompt)
+    portrait = load_image(shared_path("data", PORTRAIT))
+    crop, _ = detect_face_crop(portrait)
+    np.testing.assert_array_equal(saved_images(host, history, "4")[0], crop_face(portrait, crop))
+    full = saved_images(host, history, "5")[0]
+    np.testing.assert_array_equal(full, paste_back(crop_face(portrait, crop)[None], portrait, crop, 16)[0])
+    mask = saved_images(host, history, "7")[0][..., 0]
+    assert full.shape == portrait.shape and mask.shape == portrait.shape[:2]
+    np.testing.assert_array_equal(mask, (paste_mask(crop, 16) * 255).astype(np.uint8))  # SaveImage truncates
