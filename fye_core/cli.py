@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
+from .crop import FaceCrop, crop_face, detect_face_crop, paste_back
 from .errors import FYEInputError
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
@@ -72,6 +73,12 @@ def _add_animate_parser(sub) -> None:
                    help="folder with the FYE weights, sd-vae-ft-mse/ and image_encoder/ (see README)")
     p.add_argument("--out", required=True, type=Path, help="output .mp4")
     p.add_argument("--crf", type=int, default=16, help="H.264 quality: 0 lossless, 16 (default) near lossless")
+    p.add_argument("--paste-back", action="store_true",
+                   help="animate a face crop of the portrait at 512x512 and paste it back into the full-resolution "
+                        "portrait (instead of --reference-mode)")
+    p.add_argument("--crop-margin", type=float, default=0.5,
+                   help="--paste-back: space around the face on each side, as a fraction of its size")
+    p.add_argument("--feather", type=int, default=16, help="--paste-back: width in pixels of the blended edge")
     p.add_argument("--steps", type=int, default=30, help="DDIM steps (official 30)")
     p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
     p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help=f"noise seed (official {OFFICIAL_SEED})")
@@ -104,11 +111,19 @@ def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
         yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
 
 
-def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack]:
-    """The prepared reference image, the aligned motion and the driving track, from the CLI arguments."""
-    reference = prepare_reference(load_image(args.portrait), args.reference_mode)
+def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
+    """The prepared reference image, the aligned motion, the driving track and, with ``--paste-back``, the
+    face crop the reference was cut from, from the CLI arguments."""
+    crop = None
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
-        reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
+        if getattr(args, "paste_back", False):
+            portrait = load_image(args.portrait)
+            crop, reference_track = detect_face_crop(portrait, args.crop_margin, name=f"the portrait {args.portrait}",
+                                                     detector=detector)
+            reference = crop_face(portrait, crop)
+        else:
+            reference = prepare_reference(load_image(args.portrait), args.reference_mode)
+            reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
     if args.driving.suffix in (".npz", ".npy"):
         driving = load_template(args.driving, allow_pickle=args.allow_pickle)
     else:
@@ -121,11 +136,11 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack]:
     print(f"driving: {describe_missing(driving)}", file=sys.stderr)
     motion = align_motion(reference_track, driving, smooth_window=args.smooth,
                           drop_first_frame=args.drop_first_frame)
-    return reference, motion, driving
+    return reference, motion, driving, crop
 
 
 def run_landmarks(args) -> int:
-    _, motion, driving = _motion(args)
+    _, motion, driving, _ = _motion(args)
     count = write_video(args.out, _rendered(motion), motion.fps or 30.0)
     written = [args.out]
     if not args.no_template:
@@ -150,13 +165,13 @@ def run_animate(args) -> int:
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
                                fuse=args.fuse, keyframes=args.keyframes)
-    reference, motion, _ = _motion(args)
+    reference, motion, _, crop = _motion(args)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     store = None
     if options.long_video == "progressive":
         run = {"options": vars(options), "portrait": file_digest(args.portrait), "driving": file_digest(args.driving),
                "reference_mode": args.reference_mode, "models": str(args.models.resolve()), "dtype": str(dtype),
-               "frames": len(motion)}
+               "frames": len(motion), "crop": crop.as_dict() if crop else None}
         store = ClipFolder(args.out.with_name(args.out.name + ".parts"), run)
         if len(store):
             print(f"resuming from {len(store)} finished clips in {store.folder}", file=sys.stderr)
@@ -178,9 +193,12 @@ def run_animate(args) -> int:
 
         chunks = animate_frames(models, codec, tokens, reference, render, len(motion), options, progress,
                                 expression, store)
+        frames = (frame for chunk in chunks for frame in images_to_uint8(chunk))
+        if crop is not None:
+            portrait = load_image(args.portrait)
+            frames = (paste_back(frame[None], portrait, crop, args.feather)[0] for frame in frames)
         try:
-            count = write_video(args.out, (frame for chunk in chunks for frame in images_to_uint8(chunk)),
-                                motion.fps or 30.0, args.crf)
+            count = write_video(args.out, frames, motion.fps or 30.0, args.crf)
         except KeyboardInterrupt:
             if store is not None:
                 print(f"fye animate: {len(store)} finished clips kept in {store.folder}; run the same command "
@@ -188,7 +206,8 @@ def run_animate(args) -> int:
             raise
     if store is not None:
         store.remove()
-    print(f"wrote {count} frames ({motion.width}x{motion.height}): {args.out}", file=sys.stderr)
+    size = f"{crop.source_width}x{crop.source_height}" if crop else f"{motion.width}x{motion.height}"
+    print(f"wrote {count} frames ({size}): {args.out}", file=sys.stderr)
     return 0
 
 

@@ -161,3 +161,25 @@ def test_an_interrupted_progressive_run_resumes_to_the_same_video(tmp_path):
     (tmp_path / "other.mp4.parts" / "run.json").write_text("{}")
     refused = run_fye(*args, "--out", out.with_name("other.mp4"))
     assert refused.returncode != 0 and "holds clips of another run" in refused.stderr
+
+
+def test_animate_pastes_the_face_crop_back_at_full_resolution(tmp_path):
+    from models_fixtures import write_tiny_models_dir
+
+    from fye_core.crop import detect_face_crop, paste_mask
+    from fye_core.image import load_image
+
+    models = write_tiny_models_dir(tmp_path / "models")
+    template = save_template(golden_track("driving_lp_d0").select(np.arange(4)), tmp_path / "driving.npz")
+    out = tmp_path / "full.mp4"
+    painting = shared_path("data", "portrait_painting_s9.jpg")
+    done = run_fye("animate", "--portrait", painting, "--driving", template, "--models", models, "--out", out,
+                   "--steps", "1", "--paste-back", "--crf", "0")
+    assert done.returncode == 0, done.stderr
+    frames = read_video(out)[0]
+    portrait = load_image(painting)
+    assert frames.shape == (4, 1280, 720, 3)
+    mask = paste_mask(detect_face_crop(portrait)[0])
+    error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
+    assert error[mask == 0].mean() < 1.5  # the portrait, through lossless yuv420p
+    assert error[mask == 1].mean() > 10  # the animated face (tiny random networks)
