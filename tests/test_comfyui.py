@@ -27,7 +27,7 @@ pytestmark = pytest.mark.comfyui
 
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
             "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack")
-WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait")
+WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
 
@@ -135,9 +135,9 @@ def test_templates_save_and_load_and_pickles_need_consent(host):
 
 
 @pytest.fixture(scope="module")
-def animate_prompt(host):
-    """The shipped animation workflow on tiny seeded FYE networks, a random full-size VAE and CLIP encoder,
-    a 64x64 reference and the first 12 frames of the driving video; 2 steps."""
+def animation_models(host):
+    """Tiny seeded FYE networks, a random full-size VAE and CLIP encoder in the host's model folders, and
+    the first 12 frames of the driving video as an input."""
     models = host.base_dir / "models"
     save_fye(load_tiny_models(), models / "fye" / "tiny-fye.safetensors")
     (models / "vae").mkdir(parents=True, exist_ok=True)
@@ -146,16 +146,25 @@ def animate_prompt(host):
     write_random_clip_vision(models / "clip_vision" / "random-clip-vision.safetensors")
     frames, fps = read_video(shared_path("data", VIDEO))
     write_video(host.input_dir / "short_driving.mp4", iter(frames[:12]), fps)
-    prompt = ui_to_api(json.loads((REPO_ROOT / "workflows" / "fye_animate_portrait.json").read_text()),
-                       host.object_info(refresh=True))
+    return host.object_info(refresh=True)
+
+
+def animation_prompt(host, object_info, workflow: str) -> dict:
+    """A shipped animation workflow on the test models, a 64x64 reference and 2 steps."""
+    prompt = ui_to_api(json.loads((REPO_ROOT / "workflows" / f"{workflow}.json").read_text()), object_info)
     by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
     by_type["FYE_LoadModels"]["model"] = "tiny-fye.safetensors"
     by_type["VAELoader"]["vae_name"] = "random-sd-vae.safetensors"
     by_type["CLIPVisionLoader"]["clip_name"] = "random-clip-vision.safetensors"
-    by_type["FYE_PrepareReference"]["size"] = 64
+    by_type.get("FYE_PrepareReference", by_type.get("FYE_FaceCrop"))["size"] = 64
     by_type["LoadVideo"]["file"] = "short_driving.mp4"
     by_type["FYE_Animate"]["steps"] = 2
     return prompt
+
+
+@pytest.fixture(scope="module")
+def animate_prompt(host, animation_models):
+    return animation_prompt(host, animation_models, "fye_animate_portrait")
 
 
 @pytest.mark.parametrize("long_video", ["official", "progressive"])
@@ -212,3 +221,18 @@ def test_face_crop_and_paste_back_give_full_resolution_frames_and_a_mask(host):
     mask = saved_images(host, history, "7")[0][..., 0]
     assert full.shape == portrait.shape and mask.shape == portrait.shape[:2]
     np.testing.assert_array_equal(mask, (paste_mask(crop, 16) * 255).astype(np.uint8))  # SaveImage truncates
+
+
+def test_full_resolution_workflow_pastes_the_animation_into_the_portrait(host, animation_models):
+    prompt = animation_prompt(host, animation_models, "fye_animate_portrait_full_resolution")
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "test/mask"}}
+    history = host.run_prompt(prompt)
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    frames, fps = read_video(video)
+    assert frames.shape == (12, 1280, 720, 3) and fps == 25.0
+    mask = saved_images(host, history, "900")[0][..., 0]
+    portrait = load_image(shared_path("data", PORTRAIT))
+    error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
+    assert mask.shape == (1280, 720) and (mask == 0).mean() > 0.5
+    assert error[mask == 0].mean() < 3 and error[mask == 255].mean() > 10  # portrait kept, face animated
