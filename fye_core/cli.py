@@ -32,6 +32,7 @@ from .sampling import FUSE_METHODS, KEYFRAME_CHOICES
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
+TEMPLATE_SUFFIXES = (".npz", ".npy")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -124,7 +125,7 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
         else:
             reference = prepare_reference(load_image(args.portrait), args.reference_mode)
             reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
-    if args.driving.suffix in (".npz", ".npy"):
+    if args.driving.suffix in TEMPLATE_SUFFIXES:
         driving = load_template(args.driving, allow_pickle=args.allow_pickle)
     else:
         info = probe_video(args.driving)
@@ -139,9 +140,14 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
     return reference, motion, driving, crop
 
 
+def _audio_source(args) -> Path | None:
+    """The driving video, whose sound the output keeps (templates have none)."""
+    return None if args.driving.suffix in TEMPLATE_SUFFIXES else args.driving
+
+
 def run_landmarks(args) -> int:
     _, motion, driving, _ = _motion(args)
-    count = write_video(args.out, _rendered(motion), motion.fps or 30.0)
+    count = write_video(args.out, _rendered(motion), motion.fps or 30.0, audio_from=_audio_source(args))
     written = [args.out]
     if not args.no_template:
         try:
@@ -198,7 +204,7 @@ def run_animate(args) -> int:
             portrait = load_image(args.portrait)
             frames = (paste_back(frame[None], portrait, crop, args.feather)[0] for frame in frames)
         try:
-            count = write_video(args.out, frames, motion.fps or 30.0, args.crf)
+            count = write_video(args.out, frames, motion.fps or 30.0, args.crf, audio_from=_audio_source(args))
         except KeyboardInterrupt:
             if store is not None:
                 print(f"fye animate: {len(store)} finished clips kept in {store.folder}; run the same command "

@@ -62,26 +62,61 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), info.fps
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 16) -> int:
-    """Encodes RGB uint8 frames to H.264 (yuv420p, even sizes padded) atomically; returns the frame count."""
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 16,
+                audio_from: str | os.PathLike | None = None) -> int:
+    """Encodes RGB uint8 frames to H.264 (yuv420p, even sizes padded) atomically; returns the frame count.
+
+    ``audio_from``: a video whose audio track (if any) is muxed in as AAC, cut to the frames' duration.
+    """
     rate = Fraction(fps).limit_denominator(1001)
     count = 0
     with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as container:
-        stream = None
-        for frame in frames:
+        source = av.open(str(audio_from)) if audio_from is not None else None
+        try:
+            audio_in = source.streams.audio[0] if source is not None and source.streams.audio else None
+            audio_out = None
+            if audio_in is not None:  # streams must all exist before the first packet is written
+                audio_out = container.add_stream("aac", rate=audio_in.rate, layout=audio_in.layout.name)
+            stream = None
+            for frame in frames:
+                if stream is None:
+                    height, width = frame.shape[:2]
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.width, stream.height = width + width % 2, height + height % 2
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf)}
+                if frame.shape[0] % 2 or frame.shape[1] % 2:
+                    frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+                count += 1
             if stream is None:
-                height, width = frame.shape[:2]
-                stream = container.add_stream("libx264", rate=rate)
-                stream.width, stream.height = width + width % 2, height + height % 2
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)}
-            if frame.shape[0] % 2 or frame.shape[1] % 2:
-                frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                raise FYEInputError(f"no frames to write to {path}")
+            for packet in stream.encode():
                 container.mux(packet)
-            count += 1
-        if stream is None:
-            raise FYEInputError(f"no frames to write to {path}")
-        for packet in stream.encode():
-            container.mux(packet)
+            if audio_out is not None:
+                _copy_audio(source, audio_in, audio_out, container, count / float(rate))
+        finally:
+            if source is not None:
+                source.close()
     return count
+
+
+def _copy_audio(source, audio_in, audio_out, container, duration: float) -> None:
+    """Re-encodes the source's audio up to ``duration`` seconds into ``audio_out``."""
+    limit = round(duration * audio_in.rate)
+    written = 0
+    for frame in source.decode(audio_in):
+        if written >= limit:
+            break
+        if written + frame.samples > limit:
+            kept = limit - written
+            frame = av.AudioFrame.from_ndarray(frame.to_ndarray()[..., :kept], format=frame.format.name,
+                                               layout=frame.layout.name)
+            frame.sample_rate = audio_in.rate
+        written += frame.samples
+        frame.pts = None
+        for packet in audio_out.encode(frame):
+            container.mux(packet)
+    for packet in audio_out.encode():
+        container.mux(packet)

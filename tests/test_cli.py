@@ -183,3 +183,46 @@ def test_animate_pastes_the_face_crop_back_at_full_resolution(tmp_path):
     error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
     assert error[mask == 0].mean() < 1.5  # the portrait, through lossless yuv420p
     assert error[mask == 1].mean() > 10  # the animated face (tiny random networks)
+
+
+def write_video_with_tone(path, frames, fps, rate=16000):
+    """A driving video with sound: the frames and a 440 Hz tone as long as they are."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=int(fps))
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="mono")
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        samples = int(rate * len(frames) / fps)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate)).astype(np.float32)[None]
+        for start in range(0, samples, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="flt",
+                                               layout="mono")
+            chunk.sample_rate = rate
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+
+
+def test_outputs_keep_the_driving_fps_and_sound(tmp_path):
+    import av
+
+    frames, fps = read_video(shared_path("data", "lp_d0_driving.mp4"))
+    driving = tmp_path / "with_sound.mp4"
+    write_video_with_tone(driving, frames[:25], fps)
+    out = tmp_path / "landmarks.mp4"
+    done = run_fye("landmarks", "--portrait", shared_path("data", "portrait_painting_s9.jpg"), "--driving", driving,
+                   "--out", out, "--no-template")
+    assert done.returncode == 0, done.stderr
+    info = probe_video(out)
+    assert info.fps == 25.0 and info.frame_count == 25 and info.has_audio
+    with av.open(str(out)) as container:
+        audio = container.streams.audio[0]
+        duration = sum(frame.samples for frame in container.decode(audio)) / audio.rate
+    assert abs(duration - 1.0) <= 1024 / 16000 * 2  # AAC works in 1024-sample frames
