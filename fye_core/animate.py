@@ -18,6 +18,7 @@ import torch
 
 from .errors import FYEInputError
 from .image import images_to_uint8
+from .landmarks import Motion, render_expression_landmarks
 from .models import FYEModels
 from .sampling import (
     KEYFRAME_CHOICES,
@@ -27,6 +28,7 @@ from .sampling import (
     Progressive,
     Schedule,
     even_keyframes,
+    expression_intensity,
     expression_keyframes,
     official_windows,
     overlapping_windows,
@@ -211,14 +213,12 @@ def sample_progressive(models: FYEModels, cond: Conditioning, reference: np.ndar
 
 def decode_frames(codec: LatentCodec, latents: torch.Tensor, chunk: int = 8) -> Iterator[torch.Tensor]:
     """Frames (n, H, W, 3) in [0, 1], ``chunk`` latent frames per VAE call (the official decodes one at a time)."""
-    frames = latents[0].transpose(0, 1)
-    for start in range(0, len(frames), chunk):
-        yield codec.decode(frames[start:start + chunk])
+    yield from decode_stream(codec, ((f, latents[:, :, f]) for f in range(latents.shape[2])), chunk)
 
 
 def decode_stream(codec: LatentCodec, latents: Iterable[tuple[int, torch.Tensor]],
                   chunk: int = 8) -> Iterator[torch.Tensor]:
-    """``decode_frames`` for latents that arrive one frame at a time (progressive sampling)."""
+    """``decode_frames`` for (frame, latent (1, 4, h, w)) that arrive one at a time (progressive sampling)."""
     pending = []
     for _, latent in latents:
         pending.append(latent)
@@ -245,6 +245,20 @@ def animate_frames(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Ten
         return
     cond = replace(cond, landmarks=landmark_features(models, reference, render(list(range(num_frames)))))
     yield from decode_frames(codec, sample(models, cond, noise, options, callback), options.decode_chunk)
+
+
+def animate_motion(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
+                   motion: Motion, options: AnimationOptions | None = None, callback: Callback | None = None,
+                   store: ClipStore | None = None) -> Iterator[torch.Tensor]:
+    """``animate_frames`` for an aligned ``Motion``: its landmark frames rendered as the sampler asks for
+    them, expression keyframes from its blendshapes."""
+    expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
+
+    def render(indices: list[int]) -> np.ndarray:
+        return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
+
+    return animate_frames(models, codec, clip_tokens, reference, render, len(motion), options, callback, expression,
+                          store)
 
 
 def animate(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,

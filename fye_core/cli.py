@@ -17,6 +17,7 @@ from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_referen
 from .landmarks import (
     DETECTION_MODES,
     FILL_MODES,
+    TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
     FaceTrack,
     Motion,
@@ -32,7 +33,6 @@ from .sampling import FUSE_METHODS, KEYFRAME_CHOICES
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
-TEMPLATE_SUFFIXES = (".npz", ".npy")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -161,11 +161,11 @@ def run_landmarks(args) -> int:
 
 
 def run_animate(args) -> int:
-    from .animate import AnimationOptions, animate_frames, load_diffusers_vae
+    from .animate import AnimationOptions, animate_motion, load_diffusers_vae
+    from .landmarks.model_file import sha256_of
     from .models.bundle import load_fye_models, locate_model_files
     from .models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
-    from .resume import ClipFolder, file_digest
-    from .sampling import expression_intensity
+    from .resume import ClipFolder
 
     files = locate_model_files(args.models)  # before the slow work: missing weights fail at once
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
@@ -175,7 +175,7 @@ def run_animate(args) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     store = None
     if options.long_video == "progressive":
-        run = {"options": vars(options), "portrait": file_digest(args.portrait), "driving": file_digest(args.driving),
+        run = {"options": vars(options), "portrait": sha256_of(args.portrait), "driving": sha256_of(args.driving),
                "reference_mode": args.reference_mode, "models": str(args.models.resolve()), "dtype": str(dtype),
                "frames": len(motion), "crop": crop.as_dict() if crop else None}
         store = ClipFolder(args.out.with_name(args.out.name + ".parts"), run)
@@ -186,23 +186,18 @@ def run_animate(args) -> int:
     del encoder
     models = load_fye_models(files.fye, dtype, args.device)
     codec = load_diffusers_vae(files.vae, dtype, args.device)
-    expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
-
-    def render(indices: list[int]) -> np.ndarray:
-        return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
-
     with tqdm(desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
         def progress(event):
             if event["event"] == "step":
                 bar.total = event["steps"]
                 bar.update(event["step"] + 1 - bar.n)
 
-        chunks = animate_frames(models, codec, tokens, reference, render, len(motion), options, progress,
-                                expression, store)
-        frames = (frame for chunk in chunks for frame in images_to_uint8(chunk))
+        chunks = (images_to_uint8(chunk) for chunk in animate_motion(models, codec, tokens, reference, motion,
+                                                                     options, progress, store))
         if crop is not None:
             portrait = load_image(args.portrait)
-            frames = (paste_back(frame[None], portrait, crop, args.feather)[0] for frame in frames)
+            chunks = (paste_back(chunk, portrait, crop, args.feather) for chunk in chunks)
+        frames = (frame for chunk in chunks for frame in chunk)
         try:
             count = write_video(args.out, frames, motion.fps or 30.0, args.crf, audio_from=_audio_source(args))
         except KeyboardInterrupt:

@@ -86,13 +86,13 @@ def detect_face_crop(image: np.ndarray, margin: float = 0.5, aspect: float = 1.0
     height, width = image.shape[:2]
     track = detect_reference(image, name=name, detector=detector)
     crop = face_crop_box(track.landmarks[0, :, :2] * [width, height], width, height, margin, aspect, size)
-    for index in range(passes):
-        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
-        if index == passes - 1 or crop.letterboxed:
+    for _ in range(passes - 1):
+        if crop.letterboxed:
             break
+        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
         points = crop.to_source(track.landmarks[0, :, :2] * [crop.out_width, crop.out_height])
         crop = face_crop_box(points, width, height, margin, aspect, size)
-    return crop, track
+    return crop, detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
 
 
 def crop_face(image: np.ndarray, crop: FaceCrop) -> np.ndarray:

@@ -51,11 +51,3 @@ class ClipFolder:
     def remove(self) -> None:
         shutil.rmtree(self.folder)
 
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, to tell inputs apart."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

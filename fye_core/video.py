@@ -71,7 +71,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     rate = Fraction(fps).limit_denominator(1001)
     count = 0
     with atomic_output(path) as tmp, av.open(str(tmp), mode="w") as container:
-        source = av.open(str(audio_from)) if audio_from is not None else None
+        source = _open(audio_from) if audio_from is not None else None
         try:
             audio_in = source.streams.audio[0] if source is not None and source.streams.audio else None
             audio_out = None

@@ -8,12 +8,11 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions, animate_frames
+from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions, animate_motion
 from ..fye_core.image import images_to_uint8
-from ..fye_core.landmarks import render_expression_landmarks
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
-from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, expression_intensity
+from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
 from .models import FOLDER
@@ -133,13 +132,8 @@ class Animate(io.ComfyNode):
         options = AnimationOptions(steps=steps, guidance=cfg, seed=seed, long_video=long_video,
                                    context_frames=context_frames, context_overlap=context_overlap, fuse=fuse,
                                    keyframes=keyframes)
-        expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
-
-        def render(indices: list[int]):
-            return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
-
-        chunks = animate_frames(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, render, len(motion),
-                                options, sampling_progress(device, steps), expression)
+        chunks = animate_motion(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, motion, options,
+                                sampling_progress(device, steps))
         decoding = comfy.utils.ProgressBar(len(motion))
         frames = []
         for chunk in chunks:

@@ -10,6 +10,7 @@ from ..fye_core.image import REFERENCE_MODES, images_to_uint8, prepare_reference
 from ..fye_core.landmarks import (
     DETECTION_MODES,
     FILL_MODES,
+    TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
     align_motion,
     describe_missing,
@@ -24,7 +25,6 @@ from .models import model_dirs
 CATEGORY = "FollowYourEmoji/landmarks"
 FaceTrackType = io.Custom("FYE_FACE_TRACK")
 MotionType = io.Custom("FYE_MOTION")
-TEMPLATE_EXTENSIONS = (".npz", ".npy")
 
 
 def face_detector(mode: str):
@@ -214,7 +214,7 @@ class LoadTemplate(io.ComfyNode):
         input_dir = folder_paths.get_input_directory()
         files = sorted(
             os.path.relpath(os.path.join(root, f), input_dir)
-            for root, _, names in os.walk(input_dir) for f in names if f.endswith(TEMPLATE_EXTENSIONS))
+            for root, _, names in os.walk(input_dir) for f in names if f.endswith(TEMPLATE_SUFFIXES))
         return io.Schema(
             node_id="FYE_LoadTemplate",
             display_name="FYE Load Template",

@@ -5,11 +5,11 @@ from .geometry import load_canonical_face_model, metric_face_geometry
 from .model_file import resolve_face_landmarker
 from .pipeline import describe_missing, detect_reference
 from .render import render_expression_landmarks
-from .templates import load_template, save_template
+from .templates import TEMPLATE_SUFFIXES, load_template, save_template
 from .track import FILL_MODES, FaceTrack, Motion, fill_missing
 
 __all__ = [
-    "DETECTION_MODES", "FILL_MODES", "FaceLandmarkDetector", "FaceTrack", "Motion", "align_motion",
+    "DETECTION_MODES", "FILL_MODES", "TEMPLATE_SUFFIXES", "FaceLandmarkDetector", "FaceTrack", "Motion", "align_motion",
     "describe_missing", "detect_face_track", "detect_reference", "fill_missing", "load_canonical_face_model",
     "load_template", "metric_face_geometry", "render_expression_landmarks", "resolve_face_landmarker",
     "save_template",

@@ -12,6 +12,7 @@ from ..files import atomic_output
 from .track import NUM_BLENDSHAPES, FaceTrack
 
 TEMPLATE_FORMAT = "fye-face-track/1"
+TEMPLATE_SUFFIXES = (".npz", ".npy")  # ours, and the official make_temple pickle
 _ARRAYS = ("landmarks", "mesh", "transforms", "blendshapes", "detected")
 
 

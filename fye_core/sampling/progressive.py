@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -62,18 +62,22 @@ def sample_clip(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule, g
     return x
 
 
+def _even_positions(length: int, count: int) -> np.ndarray:
+    """``count`` indices into ``length`` items, evenly spaced, first and last included, no repeats."""
+    return np.unique(np.round(np.linspace(0, length - 1, min(count, length))).astype(int))
+
+
 def even_keyframes(frames: Sequence[int], count: int) -> list[int]:
     """``count`` frames of ``frames`` evenly spaced, first and last included."""
-    positions = np.unique(np.round(np.linspace(0, len(frames) - 1, min(count, len(frames)))).astype(int))
-    return [frames[p] for p in positions]
+    return [frames[p] for p in _even_positions(len(frames), count)]
 
 
 def expression_keyframes(frames: Sequence[int], count: int, window: int, intensity: np.ndarray) -> list[int]:
     """Like ``even_keyframes``, each inner keyframe moved to the most expressive frame near it; the
     gaps still fit one pass of ``window`` frames."""
-    positions = np.round(np.linspace(0, len(frames) - 1, min(count, len(frames)))).astype(int)
+    positions = _even_positions(len(frames), count)
     if len(positions) < 3:
-        return [frames[p] for p in np.unique(positions)]
+        return [frames[p] for p in positions]
     spacing = math.ceil((len(frames) - 1) / (len(positions) - 1))
     reach = max(0, (window - 1 - spacing) // 2)
     chosen = [positions[0]]
@@ -119,8 +123,8 @@ class Progressive:
     keyframes: Callable[[list[int], int], list[int]]
     store: ClipStore | None = None
     callback: Callback | None = None
-    _total_steps: int = 0
-    _steps_done: int = 0
+    _total_steps: int = field(default=0, init=False, repr=False)
+    _steps_done: int = field(default=0, init=False, repr=False)
 
     def clip(self, frames: list[int], known: dict[int, torch.Tensor]) -> torch.Tensor:
         """The latents (1, 4, len(frames), h, w) of ``frames`` sampled together, ends in ``known`` fixed."""
