@@ -119,8 +119,8 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         if getattr(args, "paste_back", False):
             portrait = load_image(args.portrait)
-            crop, reference_track = detect_face_crop(portrait, args.crop_margin, name=f"the portrait {args.portrait}",
-                                                     detector=detector)
+            crop, reference_track, _, _ = detect_face_crop(portrait, args.crop_margin, detector=detector,
+                                                           name=f"the portrait {args.portrait}")
             reference = crop_face(portrait, crop)
         else:
             reference = prepare_reference(load_image(args.portrait), args.reference_mode)

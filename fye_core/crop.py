@@ -3,6 +3,7 @@ the full-resolution portrait with a feathered mask."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -77,22 +78,40 @@ def face_crop_box(points: np.ndarray, width: int, height: int, margin: float = 0
     return FaceCrop(left, top, box_w, box_h, out_w, size - size % 8, width, height)
 
 
+class CropDetection(NamedTuple):
+    """A face crop, the face track found on it, the source landmarks (pixels) the box was made from, and how
+    far (mean crop pixels) the landmarks found on the crop lie from those landmarks mapped into it."""
+
+    crop: FaceCrop
+    track: FaceTrack
+    box_points: np.ndarray
+    drift: float
+
+
 def detect_face_crop(image: np.ndarray, margin: float = 0.5, aspect: float = 1.0, size: int = 512,
-                     passes: int = 2, name: str = "the portrait",
-                     detector: FaceLandmarkDetector | None = None) -> tuple[FaceCrop, FaceTrack]:
-    """The face box of a portrait and the face track of its crop. MediaPipe finds a small face in a large
-    image a few percent smaller than in a close crop, so each further pass puts the box around the
-    landmarks found on the previous crop."""
+                     max_passes: int = 4, tolerance: float = 1.0, name: str = "the portrait",
+                     detector: FaceLandmarkDetector | None = None) -> CropDetection:
+    """The face box of a portrait and the face track of its crop.
+
+    MediaPipe finds a small face in a large image a few percent smaller than in a close crop, so the box is
+    made again around the landmarks found on the previous crop until those landmarks, found once more on the
+    new crop, stay within ``tolerance`` crop pixels (a box that no longer moves the face), for at most
+    ``max_passes`` detections on crops; the steadiest crop is kept.
+    """
     height, width = image.shape[:2]
-    track = detect_reference(image, name=name, detector=detector)
-    crop = face_crop_box(track.landmarks[0, :, :2] * [width, height], width, height, margin, aspect, size)
-    for _ in range(passes - 1):
-        if crop.letterboxed:
-            break
-        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
-        points = crop.to_source(track.landmarks[0, :, :2] * [crop.out_width, crop.out_height])
+    points = detect_reference(image, name=name, detector=detector).landmarks[0, :, :2] * [width, height]
+    best = None
+    for _ in range(max_passes):
         crop = face_crop_box(points, width, height, margin, aspect, size)
-    return crop, detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
+        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
+        found = track.landmarks[0, :, :2] * [crop.out_width, crop.out_height]
+        drift = float(np.linalg.norm(found - crop.from_source(points), axis=1).mean())
+        if best is None or drift < best.drift:
+            best = CropDetection(crop, track, points, drift)
+        if crop.letterboxed or drift <= tolerance:
+            break
+        points = crop.to_source(found)
+    return best
 
 
 def crop_face(image: np.ndarray, crop: FaceCrop) -> np.ndarray:

@@ -41,7 +41,7 @@ class FaceCrop(io.ComfyNode):
     def execute(cls, image, margin, aspect, size) -> io.NodeOutput:
         portrait = images_to_uint8(image[:1])[0]
         with face_detector("image") as detector:
-            crop, track = detect_face_crop(portrait, margin, aspect, size, detector=detector)
+            crop, track, _, _ = detect_face_crop(portrait, margin, aspect, size, detector=detector)
         return io.NodeOutput(uint8_to_images(crop_face(portrait, crop)[None]), crop, track)
 
 

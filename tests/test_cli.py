@@ -179,7 +179,7 @@ def test_animate_pastes_the_face_crop_back_at_full_resolution(tmp_path):
     frames = read_video(out)[0]
     portrait = load_image(painting)
     assert frames.shape == (4, 1280, 720, 3)
-    mask = paste_mask(detect_face_crop(portrait)[0])
+    mask = paste_mask(detect_face_crop(portrait).crop)
     error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
     assert error[mask == 0].mean() < 1.5  # the portrait, through lossless yuv420p
     assert error[mask == 1].mean() > 10  # the animated face (tiny random networks)

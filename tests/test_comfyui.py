@@ -214,7 +214,7 @@ def test_face_crop_and_paste_back_give_full_resolution_frames_and_a_mask(host):
     }
     history = host.run_prompt(prompt)
     portrait = load_image(shared_path("data", PORTRAIT))
-    crop, _ = detect_face_crop(portrait)
+    crop = detect_face_crop(portrait).crop
     np.testing.assert_array_equal(saved_images(host, history, "4")[0], crop_face(portrait, crop))
     full = saved_images(host, history, "5")[0]
     np.testing.assert_array_equal(full, paste_back(crop_face(portrait, crop)[None], portrait, crop, 16)[0])
