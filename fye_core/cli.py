@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
-from .crop import FaceCrop, crop_face, detect_face_crop, paste_back
+from .crop import FaceCrop, crop_face, detect_face_crop, paste_back, reference_crop
 from .errors import FYEInputError
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
@@ -19,13 +19,17 @@ from .landmarks import (
     FILL_MODES,
     TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
+    FacePlacement,
     FaceTrack,
     Motion,
     align_motion,
     describe_missing,
+    describe_reference,
     detect_face_track,
     detect_reference,
     load_template,
+    parse_face_box,
+    parse_face_points,
     render_expression_landmarks,
     save_template,
 )
@@ -50,6 +54,12 @@ def _add_motion_arguments(p) -> None:
     p.add_argument("--smooth", type=int, default=1, metavar="N", help="average head poses over N frames (1 = off)")
     p.add_argument("--drop-first-frame", action="store_true",
                    help="drop the first driving frame as the official code does (N-1 output frames)")
+    p.add_argument("--face-box", default=None, metavar="X,Y,W,H",
+                   help="where the face is in the portrait (pixels), for faces MediaPipe misses (animals, cartoons): "
+                        "the canonical face is fitted into the box instead of detected")
+    p.add_argument("--face-points", default=None, metavar="JSON",
+                   help="five points of the face in the portrait as [[x,y],...]: eye on the image's left, eye on the "
+                        "image's right, nose tip, mouth corner left, mouth corner right (wins over --face-box)")
     p.add_argument("--face-landmarker", type=Path, default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow unpickling an official .npy template (only for files you trust)")
@@ -116,15 +126,25 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
     """The prepared reference image, the aligned motion, the driving track and, with ``--paste-back``, the
     face crop the reference was cut from, from the CLI arguments."""
     crop = None
+    portrait = load_image(args.portrait)
+    placement = None
+    if args.face_box is not None or args.face_points is not None:
+        placement = FacePlacement(parse_face_box(args.face_box) if args.face_box else None,
+                                  parse_face_points(args.face_points) if args.face_points else None)
+        placement.check_inside(portrait.shape[1], portrait.shape[0], f"the portrait {args.portrait}")
+    name = f"the portrait {args.portrait}"
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         if getattr(args, "paste_back", False):
-            portrait = load_image(args.portrait)
-            crop, reference_track, _, _ = detect_face_crop(portrait, args.crop_margin, detector=detector,
-                                                           name=f"the portrait {args.portrait}")
+            crop, reference_track, _, _ = detect_face_crop(portrait, args.crop_margin, detector=detector, name=name,
+                                                           placement=placement)
             reference = crop_face(portrait, crop)
         else:
-            reference = prepare_reference(load_image(args.portrait), args.reference_mode)
-            reference_track = detect_reference(reference, name=f"the portrait {args.portrait}", detector=detector)
+            reference = prepare_reference(portrait, args.reference_mode)
+            if placement is not None:
+                prepared = reference_crop(portrait.shape[1], portrait.shape[0], args.reference_mode)
+                placement = placement.mapped(prepared.from_source)
+            reference_track = detect_reference(reference, name=name, detector=detector, placement=placement)
+    print(describe_reference(reference_track), file=sys.stderr)
     if args.driving.suffix in TEMPLATE_SUFFIXES:
         driving = load_template(args.driving, allow_pickle=args.allow_pickle)
     else:
@@ -140,14 +160,17 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
     return reference, motion, driving, crop
 
 
-def _audio_source(args) -> Path | None:
-    """The driving video, whose sound the output keeps (templates have none)."""
-    return None if args.driving.suffix in TEMPLATE_SUFFIXES else args.driving
+def _audio(args, motion: Motion) -> dict:
+    """``write_video`` arguments that keep the driving video's sound (templates have none) in step with the
+    frames: from the first motion frame's time on (one frame in with ``--drop-first-frame``)."""
+    if args.driving.suffix in TEMPLATE_SUFFIXES:
+        return {}
+    return {"audio_from": args.driving, "audio_start": motion.frame_index[0] / (motion.fps or 30.0)}
 
 
 def run_landmarks(args) -> int:
     _, motion, driving, _ = _motion(args)
-    count = write_video(args.out, _rendered(motion), motion.fps or 30.0, audio_from=_audio_source(args))
+    count = write_video(args.out, _rendered(motion), motion.fps or 30.0, **_audio(args, motion))
     written = [args.out]
     if not args.no_template:
         try:
@@ -199,7 +222,7 @@ def run_animate(args) -> int:
             chunks = (paste_back(chunk, portrait, crop, args.feather) for chunk in chunks)
         frames = (frame for chunk in chunks for frame in chunk)
         try:
-            count = write_video(args.out, frames, motion.fps or 30.0, args.crf, audio_from=_audio_source(args))
+            count = write_video(args.out, frames, motion.fps or 30.0, args.crf, **_audio(args, motion))
         except KeyboardInterrupt:
             if store is not None:
                 print(f"fye animate: {len(store)} finished clips kept in {store.folder}; run the same command "

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .errors import FYEInputError
 from .image import letterbox
-from .landmarks import FaceLandmarkDetector, FaceTrack, detect_reference
+from .landmarks import FaceLandmarkDetector, FacePlacement, FaceTrack, detect_reference
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ def letterbox_crop(width: int, height: int, size: int = 512) -> FaceCrop:
                     letterboxed=True)
 
 
+def reference_crop(width: int, height: int, mode: str = "letterbox", size: int = 512) -> FaceCrop:
+    """Where ``image.prepare_reference`` takes its pixels from, as a FaceCrop (to map points into it)."""
+    if mode == "letterbox":
+        return letterbox_crop(width, height, size)
+    new_w, new_h = width - width % 8, height - height % 8
+    return FaceCrop((width - new_w) // 2, (height - new_h) // 2, new_w, new_h, new_w, new_h, width, height)
+
+
 def face_crop_box(points: np.ndarray, width: int, height: int, margin: float = 0.5, aspect: float = 1.0,
                   size: int = 512) -> FaceCrop:
     """A box around the face landmarks ``points`` (N, 2) in pixels of a ``width`` x ``height`` image.
@@ -90,25 +98,30 @@ class CropDetection(NamedTuple):
 
 def detect_face_crop(image: np.ndarray, margin: float = 0.5, aspect: float = 1.0, size: int = 512,
                      max_passes: int = 4, tolerance: float = 1.0, name: str = "the portrait",
-                     detector: FaceLandmarkDetector | None = None) -> CropDetection:
+                     detector: FaceLandmarkDetector | None = None,
+                     placement: FacePlacement | None = None) -> CropDetection:
     """The face box of a portrait and the face track of its crop.
 
     MediaPipe finds a small face in a large image a few percent smaller than in a close crop, so the box is
     made again around the landmarks found on the previous crop until those landmarks, found once more on the
     new crop, stay within ``tolerance`` crop pixels (a box that no longer moves the face), for at most
-    ``max_passes`` detections on crops; the steadiest crop is kept.
+    ``max_passes`` detections on crops; the steadiest crop is kept. With a ``placement`` (pixels of the
+    portrait) the canonical face is fitted to it instead, on the portrait for the box and on the crop for its
+    track.
     """
     height, width = image.shape[:2]
-    points = detect_reference(image, name=name, detector=detector).landmarks[0, :, :2] * [width, height]
+    points = detect_reference(image, name=name, detector=detector,
+                              placement=placement).landmarks[0, :, :2] * [width, height]
     best = None
     for _ in range(max_passes):
         crop = face_crop_box(points, width, height, margin, aspect, size)
-        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector)
+        track = detect_reference(crop_face(image, crop), name=f"the face crop of {name}", detector=detector,
+                                 placement=None if placement is None else placement.mapped(crop.from_source))
         found = track.landmarks[0, :, :2] * [crop.out_width, crop.out_height]
         drift = float(np.linalg.norm(found - crop.from_source(points), axis=1).mean())
         if best is None or drift < best.drift:
             best = CropDetection(crop, track, points, drift)
-        if crop.letterboxed or drift <= tolerance:
+        if crop.letterboxed or drift <= tolerance or placement is not None:
             break
         points = crop.to_source(found)
     return best

@@ -63,10 +63,11 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 16,
-                audio_from: str | os.PathLike | None = None) -> int:
+                audio_from: str | os.PathLike | None = None, audio_start: float = 0.0) -> int:
     """Encodes RGB uint8 frames to H.264 (yuv420p, even sizes padded) atomically; returns the frame count.
 
-    ``audio_from``: a video whose audio track (if any) is muxed in as AAC, cut to the frames' duration.
+    ``audio_from``: a video whose audio track (if any) is muxed in as AAC from ``audio_start`` seconds on
+    (where the first frame was in the driving video), cut to the frames' duration.
     """
     rate = Fraction(fps).limit_denominator(1001)
     count = 0
@@ -95,26 +96,37 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             for packet in stream.encode():
                 container.mux(packet)
             if audio_out is not None:
-                _copy_audio(source, audio_in, audio_out, container, count / float(rate))
+                _copy_audio(source, audio_in, audio_out, container, audio_start, count / float(rate))
         finally:
             if source is not None:
                 source.close()
     return count
 
 
-def _copy_audio(source, audio_in, audio_out, container, duration: float) -> None:
-    """Re-encodes the source's audio up to ``duration`` seconds into ``audio_out``."""
-    limit = round(duration * audio_in.rate)
-    written = 0
+def _slice_audio(frame, start: int, stop: int):
+    """Samples ``start:stop`` of an audio frame (planar or packed)."""
+    data = frame.to_ndarray()
+    channels = 1 if frame.format.is_planar else len(frame.layout.channels)
+    sliced = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[..., start * channels:stop * channels]),
+                                        format=frame.format.name, layout=frame.layout.name)
+    sliced.sample_rate = frame.sample_rate
+    return sliced
+
+
+def _copy_audio(source, audio_in, audio_out, container, start: float, duration: float) -> None:
+    """Re-encodes the source's audio from ``start`` for ``duration`` seconds into ``audio_out``."""
+    first = round(start * audio_in.rate)
+    limit = first + round(duration * audio_in.rate)
+    position = 0
     for frame in source.decode(audio_in):
-        if written >= limit:
+        begin, end = position, position + frame.samples
+        position = end
+        if end <= first:
+            continue
+        if begin >= limit:
             break
-        if written + frame.samples > limit:
-            kept = limit - written
-            frame = av.AudioFrame.from_ndarray(frame.to_ndarray()[..., :kept], format=frame.format.name,
-                                               layout=frame.layout.name)
-            frame.sample_rate = audio_in.rate
-        written += frame.samples
+        if begin < first or end > limit:
+            frame = _slice_audio(frame, max(first - begin, 0), min(limit, end) - begin)
         frame.pts = None
         for packet in audio_out.encode(frame):
             container.mux(packet)

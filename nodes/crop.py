@@ -5,7 +5,7 @@ from comfy_api.latest import io
 from ..fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from ..fye_core.image import images_to_uint8
 from .convert import uint8_to_images
-from .landmarks import FaceTrackType, face_detector
+from .landmarks import FacePlacementType, FaceTrackType, face_detector
 
 CATEGORY = "FollowYourEmoji"
 FaceCropType = io.Custom("FYE_FACE_CROP")
@@ -29,6 +29,9 @@ class FaceCrop(io.ComfyNode):
                                tooltip="Width / height of the crop (1: square, as the model was trained)."),
                 io.Int.Input("size", default=512, min=64, max=2048, step=8,
                              tooltip="Height of the crop in pixels (the width follows the aspect)."),
+                FacePlacementType.Input("placement", optional=True,
+                                        tooltip="From FYE Place Face on this image, for a face MediaPipe cannot "
+                                                "find: the box is made around the fitted face."),
             ],
             outputs=[
                 io.Image.Output(display_name="face", tooltip="The crop: connect it as the reference."),
@@ -38,10 +41,11 @@ class FaceCrop(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, margin, aspect, size) -> io.NodeOutput:
+    def execute(cls, image, margin, aspect, size, placement=None) -> io.NodeOutput:
         portrait = images_to_uint8(image[:1])[0]
         with face_detector("image") as detector:
-            crop, track, _, _ = detect_face_crop(portrait, margin, aspect, size, detector=detector)
+            crop, track, _, _ = detect_face_crop(portrait, margin, aspect, size, detector=detector,
+                                                 placement=placement)
         return io.NodeOutput(uint8_to_images(crop_face(portrait, crop)[None]), crop, track)
 
 

@@ -1,5 +1,6 @@
 """Landmark nodes: reference preparation, face landmarks, motion alignment, rendering, templates."""
 import os
+from dataclasses import replace
 
 import folder_paths
 import numpy as np
@@ -12,10 +13,15 @@ from ..fye_core.landmarks import (
     FILL_MODES,
     TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
+    FacePlacement,
     align_motion,
     describe_missing,
+    describe_reference,
     detect_face_track,
+    detect_image,
+    detect_reference,
     load_template,
+    parse_face_points,
     render_expression_landmarks,
     save_template,
 )
@@ -25,6 +31,7 @@ from .models import model_dirs
 CATEGORY = "FollowYourEmoji/landmarks"
 FaceTrackType = io.Custom("FYE_FACE_TRACK")
 MotionType = io.Custom("FYE_MOTION")
+FacePlacementType = io.Custom("FYE_FACE_PLACEMENT")
 
 
 def face_detector(mode: str):
@@ -100,11 +107,80 @@ class FaceLandmarks(io.ComfyNode):
             progress(done, total, preview)
 
         with face_detector(detection) as detector:
-            track = detect_face_track(frames, detector=detector, fill=fill, fps=fps or None, total=len(frames),
-                                      progress=on_frame)
+            if len(frames) == 1:  # a portrait: look harder for a small face
+                track = replace(detect_image(frames[0], detector), fps=fps or None)
+                report = describe_reference(track) if track.detected[0] else describe_missing(track)
+                progress(1, 1)
+            else:
+                track = detect_face_track(frames, detector=detector, fill=fill, fps=fps or None, total=len(frames),
+                                          progress=on_frame)
+                report = describe_missing(track)
         preview = render_expression_landmarks(track.landmarks, width, height, normalized=True, background=frames)
-        return io.NodeOutput(track, uint8_to_images(preview), flags_to_mask(track.detected, height, width),
-                             describe_missing(track))
+        return io.NodeOutput(track, uint8_to_images(preview), flags_to_mask(track.detected, height, width), report)
+
+
+class PlaceFace(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_PlaceFace",
+            display_name="FYE Place Face",
+            category=CATEGORY,
+            description="For portraits MediaPipe cannot find (cats, llamas, cartoon animals): fits the canonical "
+                        "face mesh to a face box or five face points and gives the reference face track. Check "
+                        "the preview and adjust.",
+            inputs=[
+                io.Image.Input("image", tooltip="The portrait (the first image of a batch); positions are in its "
+                                                "pixels."),
+                io.Int.Input("x", default=0, min=0, max=16384, tooltip="Left of the face box."),
+                io.Int.Input("y", default=0, min=0, max=16384, tooltip="Top of the face box."),
+                io.Int.Input("width", default=0, min=0, max=16384, tooltip="Width of the face box (0: no box)."),
+                io.Int.Input("height", default=0, min=0, max=16384, tooltip="Height of the face box (0: no box)."),
+                io.String.Input("face_points", default="", multiline=True,
+                                tooltip="Optional, wins over the box: five [x, y] points as JSON, "
+                                        "[[x,y],[x,y],[x,y],[x,y],[x,y]]: eye on the image's left, eye on the "
+                                        "image's right, nose tip, mouth corner left, mouth corner right."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional, instead of x/y/width/height: a mask painted over the face (e.g. "
+                                      "in Load Image's mask editor); its bounding box is the face box."),
+            ],
+            outputs=[
+                FaceTrackType.Output(display_name="face_track", tooltip="The fitted reference face track."),
+                FacePlacementType.Output(display_name="placement",
+                                         tooltip="The placement, for FYE Face Crop on the same image."),
+                io.Image.Output(display_name="preview", tooltip="The fitted face mesh over the portrait."),
+                io.String.Output(display_name="report"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, x, y, width, height, face_points, mask=None) -> io.NodeOutput:
+        portrait = images_to_uint8(image[:1])[0]
+        box = (x, y, width, height) if width > 0 and height > 0 else None
+        if mask is not None:
+            box = mask_box(mask[0].cpu().numpy(), portrait.shape[:2])
+        points = parse_face_points(face_points) if face_points.strip() else None
+        if box is None and points is None:
+            raise FYEInputError("FYE Place Face needs a face box (width and height above 0, or a mask painted over "
+                                "the face) or five face points")
+        placement = FacePlacement(box, points)
+        with face_detector("image") as detector:
+            track = detect_reference(portrait, name="the image", detector=detector, placement=placement)
+        preview = render_expression_landmarks(track.landmarks, portrait.shape[1], portrait.shape[0], normalized=True,
+                                              background=portrait[None])
+        return io.NodeOutput(track, placement, uint8_to_images(preview),
+                             f"{describe_reference(track)} {placement.describe()}")
+
+
+def mask_box(mask: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The bounding box (x, y, width, height) of a painted MASK of the image's ``size`` (height, width)."""
+    if mask.shape != size:
+        raise FYEInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}; "
+                            "paint the mask on the image connected to FYE Place Face")
+    rows, cols = np.flatnonzero((mask > 0.5).any(axis=1)), np.flatnonzero((mask > 0.5).any(axis=0))
+    if len(rows) == 0:
+        raise FYEInputError("the mask is empty; paint over the face, or leave the mask unconnected")
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 class AlignMotion(io.ComfyNode):
@@ -235,4 +311,4 @@ class LoadTemplate(io.ComfyNode):
         return io.NodeOutput(load_template(folder_paths.get_annotated_filepath(template), allow_pickle=allow_pickle))
 
 
-LANDMARK_NODES = (PrepareReference, FaceLandmarks, AlignMotion, RenderLandmarks, SaveTemplate, LoadTemplate)
+LANDMARK_NODES = (PrepareReference, FaceLandmarks, PlaceFace, AlignMotion, RenderLandmarks, SaveTemplate, LoadTemplate)

@@ -104,7 +104,8 @@ def align_motion(
     if len(reference) != 1:
         raise FYEInputError(f"the reference track must hold one image, it holds {len(reference)} frames")
     if not reference.detected[0]:
-        raise FYEInputError("no face was found in the reference image; use a portrait with a visible face")
+        raise FYEInputError("no face was found in the reference image; use a portrait with a visible face, or "
+                            "give the face's place by hand (FYE Place Face node; --face-box or --face-points)")
     if len(driving) == 0:
         raise FYEInputError("the driving track is empty: the driving video gave no frames")
     if not driving.detected.any():

@@ -11,6 +11,7 @@ from .model_file import resolve_face_landmarker
 from .track import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTrack, fill_missing
 
 DETECTION_MODES = ("image", "video")
+SMALLEST_FACE = 40  # pixels; smaller faces carry too little detail to animate
 
 # progress(done, total, frame, landmarks or None); total is None when the length is unknown.
 FrameCallback = Callable[[int, "int | None", np.ndarray, "np.ndarray | None"], None]
@@ -106,14 +107,74 @@ def detect_face_track(
             detector.close()
     if size is None:
         raise FYEInputError("no frames to detect faces in")
+    track = face_track(np.stack(landmarks), np.stack(blendshapes), np.array(detected), size, detector.model_path,
+                       fps=fps, source=f"mediapipe-{mode}")
+    return fill_missing(track, fill)
+
+
+def face_track(landmarks: np.ndarray, blendshapes: np.ndarray, detected: np.ndarray, size: tuple[int, int],
+               model_path, *, fps: float | None = None, source: str = "mediapipe-image") -> FaceTrack:
+    """The track of detections (N, 478, 3) / (N, 51) on frames of ``size`` (height, width), with the metric
+    geometry of the detected ones (the canonical face model is read from the ``.task`` at ``model_path``)."""
     height, width = size
-    landmarks = np.stack(landmarks)
-    detected = np.array(detected)
     mesh = np.zeros((len(detected), 468, 3))
     transforms = np.tile(np.eye(4), (len(detected), 1, 1))
     if detected.any():
-        model = load_canonical_face_model(str(detector.model_path))
+        model = load_canonical_face_model(str(model_path))
         mesh[detected], transforms[detected] = metric_face_geometry(landmarks[detected], width, height, model)
-    track = FaceTrack(landmarks=landmarks, mesh=mesh, transforms=transforms, blendshapes=np.stack(blendshapes),
-                      detected=detected, width=width, height=height, fps=fps, source=f"mediapipe-{mode}")
-    return fill_missing(track, fill)
+    return FaceTrack(landmarks=landmarks, mesh=mesh, transforms=transforms, blendshapes=blendshapes,
+                     detected=detected, width=width, height=height, fps=fps, source=source)
+
+
+def search_windows(width: int, height: int, smallest: int = 128) -> list[tuple[int, int, int]]:
+    """Square windows ``(left, top, side)`` of a half, a quarter, ... of the image's shorter side (not under
+    ``smallest``), overlapping by half, larger ones first and central ones first within a size."""
+    windows = []
+    side = min(width, height) // 2
+    while side >= smallest:
+        step = side // 2
+        lefts = sorted({*range(0, width - side + 1, step), width - side})
+        tops = sorted({*range(0, height - side + 1, step), height - side})
+        ring = sorted(((left, top) for left in lefts for top in tops),
+                      key=lambda p: np.hypot(p[0] + side / 2 - width / 2, p[1] + side / 2 - height / 2))
+        windows += [(left, top, side) for left, top in ring]
+        side //= 2
+    return windows
+
+
+def _detect_in(detector: FaceLandmarkDetector, image: np.ndarray, left: int, top: int, side_w: int, side_h: int):
+    """Detection on a crop of ``image``, with the landmarks in the whole image's normalised coordinates."""
+    found = detector.detect(image[top:top + side_h, left:left + side_w])
+    if found is None:
+        return None
+    height, width = image.shape[:2]
+    landmarks = found[0] * [side_w / width, side_h / height, side_w / width]
+    landmarks[:, :2] += [left / width, top / height]
+    return landmarks, found[1]
+
+
+def detect_small_face(image: np.ndarray, detector: FaceLandmarkDetector,
+                      smallest_face: int = SMALLEST_FACE) -> tuple[np.ndarray, np.ndarray] | None:
+    """The second chance for a face too small or far for MediaPipe's face detector in the whole image.
+
+    Overlapping windows are searched (``search_windows``). A face found in a window counts only when it is at
+    least ``smallest_face`` pixels and is found again, in the same place, on a crop three times its size
+    around it (which also sees a face cut by the window's edge whole): MediaPipe sees faces in the texture
+    of fur and eyes when it is shown small windows. Returns the landmarks of the second detection in the whole
+    image's normalised coordinates and its blendshapes, or None.
+    """
+    height, width = image.shape[:2]
+    for left, top, side in search_windows(width, height):
+        found = _detect_in(detector, image, left, top, side, side)
+        if found is None:
+            continue
+        points = found[0][:, :2] * [width, height]
+        centre, extent = (points.min(axis=0) + points.max(axis=0)) / 2, np.ptp(points, axis=0).max()
+        if extent < smallest_face:
+            continue
+        x0, y0 = np.maximum(np.floor(centre - 1.5 * extent), 0).astype(int)
+        x1, y1 = np.minimum(np.ceil(centre + 1.5 * extent), [width, height]).astype(int)
+        again = _detect_in(detector, image, x0, y0, x1 - x0, y1 - y0)
+        if again is not None and np.abs(again[0][:, :2] * [width, height] - points).mean() < 0.1 * extent:
+            return again
+    return None
