@@ -185,8 +185,9 @@ def test_animate_pastes_the_face_crop_back_at_full_resolution(tmp_path):
     assert error[mask == 1].mean() > 10  # the animated face (tiny random networks)
 
 
-def write_video_with_tone(path, frames, fps, rate=16000):
-    """A driving video with sound: the frames and a 440 Hz tone as long as they are."""
+def write_video_with_tone(path, frames, fps, rate=16000, silent_frames=0):
+    """A driving video with sound: the frames and a 440 Hz tone as long as they are (silent during the first
+    ``silent_frames``)."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -200,6 +201,7 @@ def write_video_with_tone(path, frames, fps, rate=16000):
             container.mux(packet)
         samples = int(rate * len(frames) / fps)
         tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate)).astype(np.float32)[None]
+        tone[:, :int(rate * silent_frames / fps)] = 0.0
         for start in range(0, samples, 1024):
             chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="flt",
                                                layout="mono")
@@ -211,8 +213,6 @@ def write_video_with_tone(path, frames, fps, rate=16000):
 
 
 def test_outputs_keep_the_driving_fps_and_sound(tmp_path):
-    import av
-
     frames, fps = read_video(shared_path("data", "lp_d0_driving.mp4"))
     driving = tmp_path / "with_sound.mp4"
     write_video_with_tone(driving, frames[:25], fps)
@@ -222,7 +222,30 @@ def test_outputs_keep_the_driving_fps_and_sound(tmp_path):
     assert done.returncode == 0, done.stderr
     info = probe_video(out)
     assert info.fps == 25.0 and info.frame_count == 25 and info.has_audio
-    with av.open(str(out)) as container:
+    samples, rate = decoded_audio(out)
+    assert abs(len(samples) / rate - 1.0) <= 1024 / rate * 2  # AAC works in 1024-sample frames
+
+
+def decoded_audio(path):
+    import av
+
+    with av.open(str(path)) as container:
         audio = container.streams.audio[0]
-        duration = sum(frame.samples for frame in container.decode(audio)) / audio.rate
-    assert abs(duration - 1.0) <= 1024 / 16000 * 2  # AAC works in 1024-sample frames
+        return np.concatenate([frame.to_ndarray()[0] for frame in container.decode(audio)]), audio.rate
+
+
+def test_dropping_the_first_frame_drops_its_sound_too(tmp_path):
+    frames, _ = read_video(shared_path("data", "lp_d0_driving.mp4"))
+    driving = tmp_path / "with_sound.mp4"
+    write_video_with_tone(driving, frames[:10], 4, silent_frames=1)  # the first 0.25 s are silent
+    loudness = {}
+    for drop in (False, True):
+        out = tmp_path / f"drop_{drop}.mp4"
+        done = run_fye("landmarks", "--portrait", shared_path("data", "portrait_painting_s9.jpg"), "--driving",
+                       driving, "--out", out, "--no-template", *(["--drop-first-frame"] if drop else []))
+        assert done.returncode == 0, done.stderr
+        samples, rate = decoded_audio(out)
+        assert probe_video(out).frame_count == 10 - drop
+        assert abs(len(samples) / rate - (10 - drop) / 4) <= 1024 / rate * 2
+        loudness[drop] = np.sqrt(np.mean(samples[int(0.1 * rate):int(0.2 * rate)] ** 2))
+    assert loudness[False] < 0.02 < 0.15 < loudness[True]  # the tone (RMS 0.21) starts with the first kept frame
