@@ -5,8 +5,9 @@ import time
 
 import numpy as np
 import pytest
+import skimage.data
 from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
-from conftest import write_official_template
+from conftest import golden_track, write_official_template
 from models_fixtures import load_tiny_models, write_random_clip_vision, write_random_sd_vae
 from PIL import Image
 from shared_data import golden, shared_path
@@ -14,11 +15,13 @@ from shared_data import golden, shared_path
 from fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from fye_core.image import load_image, prepare_reference
 from fye_core.landmarks import (
+    FacePlacement,
     align_motion,
     detect_face_track,
     detect_reference,
     load_template,
     render_expression_landmarks,
+    save_template,
 )
 from fye_core.models import save_fye
 from fye_core.video import probe_video, read_video, write_video
@@ -26,7 +29,8 @@ from fye_core.video import probe_video, read_video, write_video
 pytestmark = pytest.mark.comfyui
 
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
-            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack")
+            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack",
+            "FYE_PlaceFace")
 WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
@@ -199,6 +203,39 @@ def test_cancelling_stops_the_sampler_between_steps(host, animate_prompt):
     assert "execution_interrupted" in events, entry["status"]
     interrupted = next(data for event, data in entry["status"]["messages"] if event == "execution_interrupted")
     assert interrupted["node_type"] == "FYE_Animate"
+
+
+def test_a_mask_painted_over_a_cat_places_its_face(host):
+    from test_placement import CAT_BOX
+
+    cat = skimage.data.chelsea()
+    x, y, width, height = CAT_BOX
+    alpha = np.full(cat.shape[:2], 255, np.uint8)
+    alpha[y:y + height, x:x + width] = 0  # Load Image's mask is 1 - alpha: what the mask editor paints
+    Image.fromarray(np.dstack([cat, alpha])).save(host.input_dir / "cat.png")
+    save_template(golden_track("driving_lp_d0").select(np.arange(12)), host.input_dir / "driving12.npz")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+        "2": {"class_type": "FYE_PlaceFace", "inputs": {"image": ["1", 0], "x": 0, "y": 0, "width": 0, "height": 0,
+                                                         "face_points": "", "mask": ["1", 1]}},
+        "3": {"class_type": "FYE_LoadTemplate", "inputs": {"template": "driving12.npz", "allow_pickle": False}},
+        "4": {"class_type": "FYE_AlignMotion", "inputs": {"reference_track": ["2", 0], "driving_track": ["3", 0],
+                                                           "smooth_window": 1, "drop_first_frame": False}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 1], "filename_prefix": "cat/motion"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["2", 2], "filename_prefix": "cat/preview"}},
+    }
+    history = host.run_prompt(prompt)
+    track = detect_reference(cat, placement=FacePlacement(box=CAT_BOX))
+    preview = render_expression_landmarks(track.landmarks, 451, 300, normalized=True, background=cat[None])[0]
+    np.testing.assert_array_equal(saved_images(host, history, "6")[0], preview)
+    motion = saved_images(host, history, "5")
+    expected = render_expression_landmarks(align_motion(track, golden_track("driving_lp_d0").select(np.arange(12)))
+                                           .points, 451, 300)
+    np.testing.assert_array_equal(motion, expected)
+    drawn = np.argwhere(motion.max(axis=(0, 3)) > 60)
+    assert len(motion) == 12 and len(drawn) > 500
+    assert (drawn >= [y - 0.1 * height, x - 0.1 * width]).all()
+    assert (drawn <= [y + 1.1 * height, x + 1.1 * width]).all()
 
 
 def test_face_crop_and_paste_back_give_full_resolution_frames_and_a_mask(host):
