@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
 from .crop import FaceCrop, crop_face, detect_face_crop, paste_back, reference_crop
 from .errors import FYEInputError
+from .files import atomic_output
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
     DETECTION_MODES,
@@ -122,9 +124,9 @@ def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
         yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
 
 
-def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
-    """The prepared reference image, the aligned motion, the driving track and, with ``--paste-back``, the
-    face crop the reference was cut from, from the CLI arguments."""
+def _motion(args) -> tuple[np.ndarray, FaceTrack, Motion, FaceTrack, FaceCrop | None]:
+    """The prepared reference image and its face track, the aligned motion, the driving track and, with
+    ``--paste-back``, the face crop the reference was cut from, from the CLI arguments."""
     crop = None
     portrait = load_image(args.portrait)
     placement = None
@@ -157,7 +159,7 @@ def _motion(args) -> tuple[np.ndarray, Motion, FaceTrack, FaceCrop | None]:
     print(f"driving: {describe_missing(driving)}", file=sys.stderr)
     motion = align_motion(reference_track, driving, smooth_window=args.smooth,
                           drop_first_frame=args.drop_first_frame)
-    return reference, motion, driving, crop
+    return reference, reference_track, motion, driving, crop
 
 
 def _audio(args, motion: Motion) -> dict:
@@ -168,8 +170,20 @@ def _audio(args, motion: Motion) -> dict:
     return {"audio_from": args.driving, "audio_start": motion.frame_index[0] / (motion.fps or 30.0)}
 
 
+def _face_preview(args, reference: np.ndarray, track: FaceTrack) -> list[Path]:
+    """With a hand-placed face, ``OUT.face.png``: the fitted face over the reference, to check the placement."""
+    if track.source not in ("face-box", "face-points"):
+        return []
+    path = args.out.with_suffix(".face.png")
+    preview = render_expression_landmarks(track.landmarks, track.width, track.height, normalized=True,
+                                          background=reference[None])[0]
+    with atomic_output(path) as tmp:
+        Image.fromarray(preview).save(tmp, format="PNG")
+    return [path]
+
+
 def run_landmarks(args) -> int:
-    _, motion, driving, _ = _motion(args)
+    reference, reference_track, motion, driving, _ = _motion(args)
     count = write_video(args.out, _rendered(motion), motion.fps or 30.0, **_audio(args, motion))
     written = [args.out]
     if not args.no_template:
@@ -178,6 +192,7 @@ def run_landmarks(args) -> int:
         except BaseException:
             args.out.unlink(missing_ok=True)
             raise
+    written += _face_preview(args, reference, reference_track)
     print(f"wrote {count} frames ({motion.width}x{motion.height}): " + ", ".join(map(str, written)),
           file=sys.stderr)
     return 0
@@ -194,7 +209,7 @@ def run_animate(args) -> int:
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
                                fuse=args.fuse, keyframes=args.keyframes)
-    reference, motion, _, crop = _motion(args)
+    reference, reference_track, motion, _, crop = _motion(args)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     store = None
     if options.long_video == "progressive":
@@ -231,7 +246,8 @@ def run_animate(args) -> int:
     if store is not None:
         store.remove()
     size = f"{crop.source_width}x{crop.source_height}" if crop else f"{motion.width}x{motion.height}"
-    print(f"wrote {count} frames ({size}): {args.out}", file=sys.stderr)
+    written = [args.out, *_face_preview(args, reference, reference_track)]
+    print(f"wrote {count} frames ({size}): " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
 
 

@@ -116,7 +116,8 @@ def test_fye_landmarks_animates_the_cat_inside_its_face_box(tmp_path, cat):
     driving = save_template(golden_track("driving_lp_d0").select(np.arange(12)), tmp_path / "driving.npz")
     out = tmp_path / "cat.mp4"
     refused = run_fye("landmarks", "--portrait", portrait, "--driving", driving, "--out", out)
-    assert refused.returncode == 1 and "--face-box" in refused.stderr and not out.exists()
+    assert refused.returncode == 1 and "--face-box" in refused.stderr
+    assert not out.exists() and not out.with_suffix(".face.png").exists()
     for option in (["--face-box", ",".join(map(str, CAT_BOX))], ["--face-points", str(CAT_POINTS)]):
         done = run_fye("landmarks", "--portrait", portrait, "--driving", driving, "--out", out, "--no-template",
                        "--reference-mode", "keep", *option)
@@ -129,6 +130,8 @@ def test_fye_landmarks_animates_the_cat_inside_its_face_box(tmp_path, cat):
         top_left = np.array([y, x]) - [2, 1] - 0.1 * np.array([height, width])  # head motion moves the face a bit
         bottom_right = np.array([y + height, x + width]) - [2, 1] + 0.1 * np.array([height, width])
         assert len(drawn) > 500 and (drawn >= top_left).all() and (drawn <= bottom_right).all()
+        preview = np.asarray(Image.open(out.with_suffix(".face.png")))  # the fitted face over the portrait
+        assert preview.shape == (296, 448, 3) and (preview != cat[2:298, 1:449]).any(axis=2).sum() > 500
 
 
 def test_aligned_motion_of_a_placed_face_stays_in_the_box(cat, detector):
