@@ -142,7 +142,8 @@ class PlaceFace(io.ComfyNode):
                                         "image's right, nose tip, mouth corner left, mouth corner right."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional, instead of x/y/width/height: a mask painted over the face (e.g. "
-                                      "in Load Image's mask editor); its bounding box is the face box."),
+                                      "in Load Image's mask editor); its bounding box is the face box. An "
+                                      "empty mask is ignored."),
             ],
             outputs=[
                 FaceTrackType.Output(display_name="face_track", tooltip="The fitted reference face track."),
@@ -157,7 +158,7 @@ class PlaceFace(io.ComfyNode):
     def execute(cls, image, x, y, width, height, face_points, mask=None) -> io.NodeOutput:
         portrait = images_to_uint8(image[:1])[0]
         box = (x, y, width, height) if width > 0 and height > 0 else None
-        if mask is not None:
+        if mask is not None and (mask[0] > 0.5).any():  # Load Image gives an empty mask when none is painted
             box = mask_box(mask[0].cpu().numpy(), portrait.shape[:2])
         points = parse_face_points(face_points) if face_points.strip() else None
         if box is None and points is None:
@@ -178,8 +179,6 @@ def mask_box(mask: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, in
         raise FYEInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}; "
                             "paint the mask on the image connected to FYE Place Face")
     rows, cols = np.flatnonzero((mask > 0.5).any(axis=1)), np.flatnonzero((mask > 0.5).any(axis=0))
-    if len(rows) == 0:
-        raise FYEInputError("the mask is empty; paint over the face, or leave the mask unconnected")
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.comfyui
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
             "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack",
             "FYE_PlaceFace")
-WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution")
+WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution",
+             "fye_animate_animal_portrait")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
 
@@ -273,3 +274,26 @@ def test_full_resolution_workflow_pastes_the_animation_into_the_portrait(host, a
     error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
     assert mask.shape == (1280, 720) and (mask == 0).mean() > 0.5
     assert error[mask == 0].mean() < 3 and error[mask == 255].mean() > 10  # portrait kept, face animated
+
+
+def test_animal_workflow_animates_a_cat_placed_by_a_painted_mask(host, animation_models):
+    from test_placement import CAT_BOX
+
+    canvas = np.full((640, 960, 3), 120, np.uint8)  # the cat small enough for a real crop around its face
+    canvas[170:470, 250:701] = skimage.data.chelsea()
+    x, y, width, height = CAT_BOX
+    alpha = np.full(canvas.shape[:2], 255, np.uint8)
+    alpha[170 + y:170 + y + height, 250 + x:250 + x + width] = 0
+    Image.fromarray(np.dstack([canvas, alpha])).save(host.input_dir / "chelsea.png")
+    prompt = animation_prompt(host, animation_models, "fye_animate_animal_portrait")
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "test/cat_mask"}}
+    history = host.run_prompt(prompt)
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    frames, fps = read_video(video)
+    assert frames.shape == (12, 640, 960, 3) and fps == 25.0
+    mask = saved_images(host, history, "900")[0][..., 0]
+    rows, cols = np.flatnonzero((mask == 255).any(axis=1)), np.flatnonzero((mask == 255).any(axis=0))
+    assert rows[0] < 170 + y + height / 2 < rows[-1] and cols[0] < 250 + x + width / 2 < cols[-1]  # on the face
+    error = np.abs(frames.astype(int) - canvas).mean(axis=(0, 3))
+    assert (mask == 0).mean() > 0.3 and error[mask == 0].mean() < 3 and error[mask == 255].mean() > 10
