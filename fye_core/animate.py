@@ -130,7 +130,7 @@ def reference_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: t
         if guidance > 1:
             tokens = torch.cat([torch.zeros_like(tokens), tokens])
         reference_context, context = models.encode_context(tokens)
-        image = torch.from_numpy(np.ascontiguousarray(reference))[None].float().div(255)
+        image = torch.tensor(reference)[None].float().div(255)  # a copy: PIL arrays are read-only
         latents = codec.encode(image).to(device, dtype)
         features = models.referencenet.reference_features(latents, reference_context[-1:], 0)
     return Conditioning(context=context, reference=features, landmarks=None)

@@ -12,7 +12,7 @@ PREVIEW_INTERVAL_S = 0.25
 
 def uint8_to_images(frames: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> IMAGE on ComfyUI's intermediate device."""
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+    tensor = torch.tensor(frames).float() / 255.0  # a copy: PIL arrays are read-only
     return tensor.to(comfy.model_management.intermediate_device())
 
 
