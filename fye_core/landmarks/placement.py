@@ -1,7 +1,7 @@
 """A face placed by hand, for portraits MediaPipe cannot find (cats, llamas, cartoon animals).
 
 MediaPipe's canonical face mesh is posed so that its projection fits a face box (frontal, centred, scaled to
-the box) or five points (eyes, nose tip, mouth corners; roll, position and depth fitted), giving the same
+the box) or five points (eyes, nose tip, mouth corners; head rotation, position and depth fitted), giving the same
 kind of one-frame reference track the detector gives: landmarks, metric mesh, pose and a neutral face.
 """
 from __future__ import annotations
@@ -12,16 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.spatial.transform import Rotation
 
 from ..errors import FYEInputError
-from .align import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, project_points
+from .align import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, pose_matrices, project_points
 from .geometry import NEAR, NUM_MESH_LANDMARKS, CanonicalFaceModel, frustum
 from .track import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTrack
 
 NOSE_TIP = 1
 MOUTH_CORNERS = (61, 291)  # image left, image right on a face looking at the camera
-IRIS_RING = 4  # the iris landmarks: a centre and four points on a ring around it
 IRIS_RADIUS_OF_EYE_WIDTH = 0.2
 INITIAL_DEPTH_CM = 50.0
 
@@ -111,16 +109,9 @@ def five_points(points: np.ndarray) -> np.ndarray:
                      points[NOSE_TIP], points[MOUTH_CORNERS[0]], points[MOUTH_CORNERS[1]]])
 
 
-def _pose(params: np.ndarray) -> np.ndarray:
-    """Euler angles xyz (radians) and translation (cm) -> a canonical -> camera pose (4, 4) of unit scale."""
-    pose = np.eye(4)
-    pose[:3, :3] = Rotation.from_euler("xyz", params[:3]).as_matrix()
-    pose[:3, 3] = params[3:]
-    return pose
-
-
-def _project(vertices: np.ndarray, params: np.ndarray, width: int, height: int) -> np.ndarray:
-    return project_points(vertices[None], _pose(params)[None], width, height)[0]
+def _project(vertices: np.ndarray, pose: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels of ``vertices`` posed by ``pose``: Euler angles xyz (degrees) and translation (cm)."""
+    return project_points(vertices[None], pose_matrices(pose[None]), width, height)[0]
 
 
 def _fit_to_points(canonical: np.ndarray, targets: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -129,13 +120,13 @@ def _fit_to_points(canonical: np.ndarray, targets: np.ndarray, width: int, heigh
     start = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -INITIAL_DEPTH_CM])
     frontal = five_points(_project(canonical, start, width, height))
     eyes = targets[1] - targets[0]
-    start[2] = -np.arctan2(eyes[1], eyes[0])  # the image's y axis points down, the camera's up
+    start[2] = -np.degrees(np.arctan2(eyes[1], eyes[0]))  # the image's y axis points down, the camera's up
     start[5] *= np.linalg.norm(frontal[1] - frontal[0]) / np.linalg.norm(eyes)
 
     def residual(params):
         return (five_points(_project(canonical, params, width, height)) - targets).ravel()
 
-    return least_squares(residual, start, x_scale=[1.0, 1.0, 1.0, 1.0, 1.0, abs(start[5])]).x
+    return least_squares(residual, start, x_scale=[10.0, 10.0, 10.0, 1.0, 1.0, abs(start[5])]).x
 
 
 def _fit_to_box(canonical: np.ndarray, box, width: int, height: int) -> np.ndarray:
@@ -178,7 +169,7 @@ def fit_face_track(placement: FacePlacement, width: int, height: int, model: Can
         params = _fit_to_points(canonical, placement.points, width, height)
     else:
         params = _fit_to_box(canonical, placement.box, width, height)
-    pose = _pose(params)
+    pose = pose_matrices(params[None])[0]
     projected = _project(canonical, params, width, height)
     camera_z = canonical @ pose[:3, :3].T[:, 2] + pose[2, 3]
     near_width = frustum(width, height)[0]
