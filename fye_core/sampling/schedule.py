@@ -42,15 +42,20 @@ class Schedule:
         return t - self.stride
 
 
+def x0_from_v(x: torch.Tensor, v: torch.Tensor, alpha) -> torch.Tensor:
+    """The clean latents a v-prediction implies at cumulative alpha ``alpha`` (a float or a broadcastable
+    tensor): sqrt(a) * x_t - sqrt(1 - a) * v."""
+    return alpha**0.5 * x - (1 - alpha) ** 0.5 * v
+
+
 def ddim_step(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
     """One deterministic DDIM step (eta 0) from a v-prediction: x_t -> x_{t-stride}."""
     alpha, alpha_prev = schedule.alpha(t), schedule.alpha(schedule.previous(t))
-    x0 = alpha**0.5 * x - (1 - alpha) ** 0.5 * v
+    x0 = x0_from_v(x, v, alpha)
     eps = alpha**0.5 * v + (1 - alpha) ** 0.5 * x
     return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
 
 
 def predicted_x0(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
-    """The clean-latent estimate of a v-prediction (for previews)."""
-    alpha = schedule.alpha(t)
-    return alpha**0.5 * x - (1 - alpha) ** 0.5 * v
+    """The clean-latent estimate of a v-prediction at timestep ``t`` (for previews)."""
+    return x0_from_v(x, v, schedule.alpha(t))

@@ -1,0 +1,72 @@
+"""The FFG loss's masks and terms (paper 3.2) on the official golden landmark tracks."""
+import numpy as np
+import pytest
+import torch
+from conftest import golden_track
+
+from fye_core.landmarks import align_motion
+from fye_core.landmarks.render import FACE_OVAL, PUPIL_CENTRES
+from fye_core.sampling import OFFICIAL_SCHEDULER, Schedule
+from fye_core.training import EXPRESSION_POINTS, expression_mask, face_contour, facial_mask, ffg_loss, fye_loss
+from fye_core.training.loss import v_target
+
+
+@pytest.fixture(scope="module")
+def motion():
+    return align_motion(golden_track("portrait_cartoon_s7"), golden_track("driving_lp_d0"))
+
+
+def cells(points):
+    """Latent cell (row, column) of the pixels of points (..., 2)."""
+    return (np.round(points[..., ::-1]) // 8).astype(int)
+
+
+def test_the_expression_mask_holds_pupils_eyes_brows_and_inner_lips(motion):
+    masks = expression_mask(motion.points, motion.width, motion.height)
+    assert masks.shape == (len(motion), 64, 64) and set(np.unique(masks)) == {0.0, 1.0}
+    assert set(PUPIL_CENTRES) <= set(EXPRESSION_POINTS.tolist()) and len(EXPRESSION_POINTS) == 2 + 2 * 16 + 2 * 10 + 20
+    rows, cols = cells(motion.points[:, EXPRESSION_POINTS]).transpose(2, 0, 1)
+    frames = np.arange(len(motion))[:, None]
+    assert (masks[frames, rows, cols] == 1).all()
+    assert masks.mean() < 0.15  # dilated points, not the face
+    oval = cells(motion.points[:, [a for a, _ in FACE_OVAL]])
+    assert (masks[frames, oval[..., 0], oval[..., 1]] == 0).mean() > 0.5  # the contour is not expression
+
+
+def test_the_facial_mask_covers_the_face_contour_and_not_the_corners(motion):
+    masks = facial_mask(motion.points, motion.width, motion.height)
+    contour = face_contour()
+    assert sorted(contour.tolist()) == sorted({p for edge in FACE_OVAL for p in edge})
+    rows, cols = cells(motion.points[:, contour]).transpose(2, 0, 1)
+    frames = np.arange(len(motion))[:, None]
+    assert (masks[frames, rows, cols] == 1).all()
+    centre = cells(motion.points[:, EXPRESSION_POINTS].mean(axis=1))
+    assert (masks[np.arange(len(motion)), centre[:, 0], centre[:, 1]] == 1).all()
+    assert (masks[:, [0, 0, -1, -1], [0, -1, 0, -1]] == 0).all()
+    assert 0.1 < masks.mean() < 0.6
+    assert (expression_mask(motion.points, motion.width, motion.height) <= masks).mean() > 0.99  # inside the face
+
+
+def test_the_ffg_term_equals_its_hand_computed_value():
+    latents = torch.zeros(1, 4, 1, 2, 2)
+    predicted = torch.zeros_like(latents)
+    predicted[0, :, 0, 0, 0] = 1.0  # error 1 in the top-left cell of every channel
+    predicted[0, :, 0, 1, 1] = 2.0  # error 2 in the bottom-right cell
+    expression = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(1, 1, 1, 2, 2)
+    facial = torch.tensor([[1.0, 1.0], [0.0, 1.0]]).view(1, 1, 1, 2, 2)
+    # top-left: (1 + 1) * 1 -> 4; bottom-right: (0 + 1) * 2 -> 4; per channel 8 over 4 cells; 16 elements
+    assert ffg_loss(latents, predicted, expression, facial).item() == pytest.approx(4 * 8 / 16)
+
+
+def test_the_total_is_the_ldm_term_without_masks_and_the_ffg_term_sees_x0():
+    generator = torch.Generator().manual_seed(0)
+    latents, noise, v = (torch.randn(2, 4, 3, 8, 8, generator=generator) for _ in range(3))
+    alphas = Schedule(30, OFFICIAL_SCHEDULER).alphas_cumprod.float()
+    alpha = alphas[torch.tensor([999, 400])].view(2, 1, 1, 1, 1)
+    noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
+    empty = torch.zeros(2, 1, 3, 8, 8)
+    losses = fye_loss(v, latents, noise, noisy, alpha, empty, empty)
+    assert losses["ffg"].item() == 0.0 and losses["total"].item() == losses["ldm"].item()
+    assert losses["ldm"].item() == pytest.approx(((v - v_target(latents, noise, alpha)) ** 2).mean().item())
+    exact = fye_loss(v_target(latents, noise, alpha), latents, noise, noisy, alpha, empty + 1, empty)
+    assert exact["ldm"].item() == 0.0 and exact["ffg"].item() < 1e-10  # the true v recovers the latents
