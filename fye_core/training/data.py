@@ -1,0 +1,124 @@
+"""Training samples from a folder of talking-head videos (paper 4.1): cached face tracks, then a random
+reference frame and a target frame (stage 1) or clip (stage 2) with their landmark images and FFG masks."""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..crop import FaceCrop, crop_face
+from ..errors import FYEInputError
+from ..landmarks import FaceLandmarkDetector, FaceTrack, detect_face_track, load_template, save_template
+from ..landmarks.render import render_expression_landmarks
+from ..video import iter_video_frames, probe_video
+from .masks import expression_mask, facial_mask
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+
+
+@dataclass(frozen=True)
+class TrainingVideo:
+    path: Path
+    track: FaceTrack
+
+
+def cached_track_path(video: Path, cache_dir: Path) -> Path:
+    """The cache file of a video's face track; its size and modification time are in the name, so an edited
+    video is detected again."""
+    stat = video.stat()
+    return cache_dir / f"{video.stem}-{stat.st_size}-{int(stat.st_mtime)}.track.npz"
+
+
+def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike, min_frames: int = 1,
+                         detector: FaceLandmarkDetector | None = None) -> list[TrainingVideo]:
+    """Every video under ``folder`` with its face track (detected once, then read from ``cache_dir``).
+
+    Videos with fewer than ``min_frames`` consecutive frames with a face are left out and named on stderr.
+    """
+    folder, cache_dir = Path(folder), Path(cache_dir)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not paths:
+        raise FYEInputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {folder}")
+    videos = []
+    for path in paths:
+        cached = cached_track_path(path, cache_dir)
+        if cached.is_file():
+            track = load_template(cached)
+        else:
+            track = detect_face_track(iter_video_frames(path), detector=detector, fps=probe_video(path).fps)
+            save_template(track, cached)
+        if longest_detected_run(track.detected) < min_frames:
+            print(f"skipping {path}: fewer than {min_frames} consecutive frames with a face", file=sys.stderr)
+            continue
+        videos.append(TrainingVideo(path, track))
+    if not videos:
+        raise FYEInputError(f"no video under {folder} has {min_frames} consecutive frames with a face")
+    return videos
+
+
+def longest_detected_run(detected: np.ndarray) -> int:
+    return max((len(list(run)) for found, run in itertools.groupby(detected) if found), default=0)
+
+
+def clip_starts(detected: np.ndarray, length: int) -> np.ndarray:
+    """First frames of every run of ``length`` consecutive frames with a face (filled frames never train)."""
+    counts = np.convolve(detected.astype(int), np.ones(length, int), mode="valid")
+    return np.flatnonzero(counts == length)
+
+
+def centre_crop(width: int, height: int, size: int) -> FaceCrop:
+    """The paper's preprocessing: the centred square, resized to ``size``."""
+    side = min(width, height)
+    return FaceCrop((width - side) // 2, (height - side) // 2, side, side, size, size, width, height)
+
+
+def read_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    wanted, frames = set(indices), {}
+    for index, frame in enumerate(iter_video_frames(path)):
+        if index in wanted:
+            frames[index] = frame
+            if len(frames) == len(wanted):
+                break
+    return frames
+
+
+class FaceClipDataset:
+    """Map-style dataset (``torch.utils.data``) of ``length`` random samples, reproducible by ``seed``.
+
+    Each item: ``reference`` (size, size, 3) uint8, a random frame with a face; ``target`` (F, size, size, 3)
+    uint8, F = ``frames`` consecutive frames with a face (1 for stage 1, 16 for stage 2); ``landmarks``
+    (F, size, size, 3) uint8, the targets' expression-aware landmark images; ``expression_mask`` and
+    ``facial_mask`` (F, size/8, size/8) float32.
+    """
+
+    def __init__(self, videos: list[TrainingVideo], frames: int = 1, size: int = 512, length: int = 1000,
+                 seed: int = 0):
+        self.videos = [v for v in videos if len(clip_starts(v.track.detected, frames))]
+        if not self.videos:
+            raise FYEInputError(f"no video has {frames} consecutive frames with a face")
+        self.frames, self.size, self.length, self.seed = frames, size, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng((self.seed, item))
+        video = self.videos[rng.integers(len(self.videos))]
+        track = video.track
+        reference = int(rng.choice(np.flatnonzero(track.detected)))
+        start = int(rng.choice(clip_starts(track.detected, self.frames)))
+        clip = list(range(start, start + self.frames))
+        frames = read_frames(video.path, [reference, *clip])
+        crop = centre_crop(track.width, track.height, self.size)
+        points = crop.from_source(track.landmarks[clip, :, :2] * [track.width, track.height])
+        return {
+            "reference": crop_face(frames[reference], crop),
+            "target": np.stack([crop_face(frames[i], crop) for i in clip]),
+            "landmarks": render_expression_landmarks(points, self.size, self.size),
+            "expression_mask": expression_mask(points, self.size, self.size),
+            "facial_mask": facial_mask(points, self.size, self.size),
+        }
