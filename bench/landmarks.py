@@ -2,7 +2,9 @@
 
 Stages: decode (PyAV), detect (MediaPipe FaceLandmarker), geometry (our metric-mesh port), align
 (retargeting + projection + iris), render (expression-aware drawing). Also reports how far MediaPipe's
-VIDEO mode (tracking) lands from IMAGE mode (the official, per-frame detection).
+VIDEO mode (tracking) lands from IMAGE mode (the official, per-frame detection), and what each way of
+getting a reference face costs: detection, the face crop's passes, the enlarged-crop search for a small
+face (and its worst case, an image without a face), and the canonical face fitted to a box or five points.
 
     .venv/bin/python bench/landmarks.py [--shared DIR] [--repeats 3]
 """
@@ -80,6 +82,47 @@ def bench_video(path: Path, reference: FaceTrack, model, repeats: int) -> dict:
                 video_mode_px_mean=float(deviation.mean()), video_mode_px_max=float(deviation.max()))
 
 
+def bench_reference_paths(shared: Path, repeats: int) -> list[tuple[str, float, str]]:
+    """(path, best ms, detail) for every way of getting a reference face."""
+    import skimage.data
+    from PIL import Image
+
+    from fye_core.crop import detect_face_crop
+    from fye_core.errors import FYEInputError
+    from fye_core.landmarks import FacePlacement
+
+    painting = load_image(shared / "data" / PORTRAIT)
+    sculpture = load_image(shared / "data" / "portrait_sculpture_s6.jpg")
+    small = np.full((1024, 1024, 3), 128, np.uint8)
+    small[600:760, 700:860] = np.asarray(Image.fromarray(sculpture).resize((160, 160), Image.BICUBIC))
+    cat = skimage.data.chelsea()
+
+    def cat_without_placement():
+        try:
+            detect_reference(cat, detector=detector)
+        except FYEInputError:
+            return "no face, as expected"
+        return "a face?"
+
+    rows = []
+    with FaceLandmarkDetector(mode="image") as detector:
+        cases = (
+            ("detect, painting 720x1280", lambda: detect_reference(painting, detector=detector).source),
+            ("face crop, painting", lambda: f"drift {detect_face_crop(painting, detector=detector).drift:.2f} px"),
+            ("enlarged-crop search, 160 px face in 1024x1024",
+             lambda: detect_reference(small, detector=detector).source),
+            ("search that fails, cat 451x300", cat_without_placement),
+            ("fit to a box, cat", lambda: detect_reference(cat, detector=detector,
+                                                            placement=FacePlacement(box=(70, 10, 320, 290))).source),
+            ("fit to five points, cat", lambda: detect_reference(cat, detector=detector, placement=FacePlacement(
+                points=[[170, 113], [317, 135], [262, 243], [232, 272], [292, 270]])).source),
+        )
+        for name, run in cases:
+            seconds, detail = best_of(repeats, run)
+            rows.append((name, 1e3 * seconds, detail))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("FYE_SHARED", REPO.parent / "shared")))
@@ -109,6 +152,9 @@ def main() -> None:
                          + [f"{ours:.3f}", f"{ours / ms['detect']:.3f}", f"{ms['detect_video_mode']:.3f}",
                             f"mean {r['video_mode_px_mean']:.3f} max {r['video_mode_px_max']:.3f}"]))
     print("times in ms per frame; share_of_detect = (geometry + align + render) / detect")
+    print("reference face | ms | result")
+    for name, ms, detail in bench_reference_paths(args.shared, args.repeats):
+        print(f"{name} | {ms:.1f} | {detail}")
 
 
 if __name__ == "__main__":
