@@ -14,6 +14,7 @@ from tqdm import tqdm
 from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
 from .crop import FaceCrop, crop_face, detect_face_crop, paste_back, reference_crop
 from .errors import FYEInputError
+from .eval.cli import add_eval_parser
 from .files import atomic_output
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_landmarks_parser(sub)
     _add_animate_parser(sub)
     _add_convert_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
