@@ -3,6 +3,7 @@ videos (a driving video against itself, a frame-shuffled copy and, for portraits
 import functools
 import json
 import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -388,3 +389,22 @@ def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch):
         load_arcface(tmp_path / "arcface.onnx")
     with pytest.raises(MetricUnavailable, match="--arcface-onnx"):
         load_arcface()
+
+
+def test_an_arcface_onnx_model_runs_in_onnxruntime(tmp_path):
+    """The insightface input convention through a real ONNX session, on a tiny seeded stand-in network."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(8 * 27 * 27, 16)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, (torch.zeros(1, 3, 112, 112),), str(tmp_path / "arcface.onnx"), dynamo=False,
+                          input_names=["input.1"])
+    embed = load_arcface(tmp_path / "arcface.onnx")
+    faces = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = network((torch.from_numpy(faces).float().permute(0, 3, 1, 2) - 127.5) / 127.5).numpy()
+    np.testing.assert_allclose(embed(faces), expected, rtol=1e-4, atol=1e-5)
+    similarity = identity_similarity(embed, faces[0], faces[1:])
+    unit = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    assert similarity == pytest.approx(float(np.mean(unit[1:] @ unit[0])), abs=1e-5)
