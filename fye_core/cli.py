@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,17 +126,28 @@ def _rendered(motion, chunk: int = RENDER_CHUNK) -> Iterator[np.ndarray]:
         yield from render_expression_landmarks(motion.points[start:start + chunk], motion.width, motion.height)
 
 
-def _motion(args) -> tuple[np.ndarray, FaceTrack, Motion, FaceTrack, FaceCrop | None]:
-    """The prepared reference image and its face track, the aligned motion, the driving track and, with
-    ``--paste-back``, the face crop the reference was cut from, from the CLI arguments."""
+@dataclass
+class PreparedMotion:
+    """What the CLI arguments give: the portrait, the reference image made from it and its face track, the
+    aligned motion, the driving track and, with ``--paste-back``, the face crop the reference was cut from."""
+
+    portrait: np.ndarray
+    reference: np.ndarray
+    reference_track: FaceTrack
+    motion: Motion
+    driving: FaceTrack
+    crop: FaceCrop | None
+
+
+def _motion(args) -> PreparedMotion:
     crop = None
     portrait = load_image(args.portrait)
+    name = f"the portrait {args.portrait}"
     placement = None
     if args.face_box is not None or args.face_points is not None:
         placement = FacePlacement(parse_face_box(args.face_box) if args.face_box else None,
                                   parse_face_points(args.face_points) if args.face_points else None)
-        placement.check_inside(portrait.shape[1], portrait.shape[0], f"the portrait {args.portrait}")
-    name = f"the portrait {args.portrait}"
+        placement.check_inside(portrait.shape[1], portrait.shape[0], name)
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         if getattr(args, "paste_back", False):
             crop, reference_track, _, _ = detect_face_crop(portrait, args.crop_margin, detector=detector, name=name,
@@ -160,7 +172,7 @@ def _motion(args) -> tuple[np.ndarray, FaceTrack, Motion, FaceTrack, FaceCrop | 
     print(f"driving: {describe_missing(driving)}", file=sys.stderr)
     motion = align_motion(reference_track, driving, smooth_window=args.smooth,
                           drop_first_frame=args.drop_first_frame)
-    return reference, reference_track, motion, driving, crop
+    return PreparedMotion(portrait, reference, reference_track, motion, driving, crop)
 
 
 def _audio(args, motion: Motion) -> dict:
@@ -171,29 +183,31 @@ def _audio(args, motion: Motion) -> dict:
     return {"audio_from": args.driving, "audio_start": motion.frame_index[0] / (motion.fps or 30.0)}
 
 
-def _face_preview(args, reference: np.ndarray, track: FaceTrack) -> list[Path]:
+def _face_preview(args, prepared: PreparedMotion) -> list[Path]:
     """With a hand-placed face, ``OUT.face.png``: the fitted face over the reference, to check the placement."""
+    track = prepared.reference_track
     if track.source not in ("face-box", "face-points"):
         return []
     path = args.out.with_suffix(".face.png")
     preview = render_expression_landmarks(track.landmarks, track.width, track.height, normalized=True,
-                                          background=reference[None])[0]
+                                          background=prepared.reference[None])[0]
     with atomic_output(path) as tmp:
         Image.fromarray(preview).save(tmp, format="PNG")
     return [path]
 
 
 def run_landmarks(args) -> int:
-    reference, reference_track, motion, driving, _ = _motion(args)
+    prepared = _motion(args)
+    motion = prepared.motion
     count = write_video(args.out, _rendered(motion), motion.fps or 30.0, **_audio(args, motion))
     written = [args.out]
     if not args.no_template:
         try:
-            written.append(save_template(driving, args.out.with_suffix(".template.npz")))
+            written.append(save_template(prepared.driving, args.out.with_suffix(".template.npz")))
         except BaseException:
             args.out.unlink(missing_ok=True)
             raise
-    written += _face_preview(args, reference, reference_track)
+    written += _face_preview(args, prepared)
     print(f"wrote {count} frames ({motion.width}x{motion.height}): " + ", ".join(map(str, written)),
           file=sys.stderr)
     return 0
@@ -210,7 +224,8 @@ def run_animate(args) -> int:
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
                                fuse=args.fuse, keyframes=args.keyframes)
-    reference, reference_track, motion, _, crop = _motion(args)
+    prepared = _motion(args)
+    reference, motion, crop = prepared.reference, prepared.motion, prepared.crop
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     store = None
     if options.long_video == "progressive":
@@ -234,8 +249,7 @@ def run_animate(args) -> int:
         chunks = (images_to_uint8(chunk) for chunk in animate_motion(models, codec, tokens, reference, motion,
                                                                      options, progress, store))
         if crop is not None:
-            portrait = load_image(args.portrait)
-            chunks = (paste_back(chunk, portrait, crop, args.feather) for chunk in chunks)
+            chunks = (paste_back(chunk, prepared.portrait, crop, args.feather) for chunk in chunks)
         frames = (frame for chunk in chunks for frame in chunk)
         try:
             count = write_video(args.out, frames, motion.fps or 30.0, args.crf, **_audio(args, motion))
@@ -247,7 +261,7 @@ def run_animate(args) -> int:
     if store is not None:
         store.remove()
     size = f"{crop.source_width}x{crop.source_height}" if crop else f"{motion.width}x{motion.height}"
-    written = [args.out, *_face_preview(args, reference, reference_track)]
+    written = [args.out, *_face_preview(args, prepared)]
     print(f"wrote {count} frames ({size}): " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
 

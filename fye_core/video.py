@@ -1,6 +1,7 @@
 """Video decoding and encoding with PyAV (the decoder the golden fixtures were made with)."""
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,43 +23,45 @@ class VideoInfo:
     has_audio: bool
 
 
-def _open(path: str | os.PathLike):
+def _open(path: str | os.PathLike, role: str = "driving"):
     if not os.path.isfile(path):
-        raise FYEInputError(f"driving video not found: {path}")
+        raise FYEInputError(f"{role} video not found: {path}")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as err:
-        raise FYEInputError(f"cannot read the driving video {path}: {err}; use an mp4, mov, webm or mkv file") from None
+        raise FYEInputError(f"cannot read the {role} video {path}: {err}; use an mp4, mov, webm or mkv file") from None
     if not container.streams.video:
         container.close()
-        raise FYEInputError(f"the driving video {path} has no video stream")
+        raise FYEInputError(f"the {role} video {path} has no video stream")
     return container
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    with _open(path) as container:
+def probe_video(path: str | os.PathLike, role: str = "driving") -> VideoInfo:
+    """Size, frame rate, frame count and sound of a video; ``role`` names it in errors ("driving", ...)."""
+    with _open(path, role) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or 30
         return VideoInfo(width=stream.codec_context.width, height=stream.codec_context.height, fps=float(rate),
                          frame_count=stream.frames or None, has_audio=bool(container.streams.audio))
 
 
-def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+def iter_video_frames(path: str | os.PathLike, role: str = "driving") -> Iterator[np.ndarray]:
     """Every frame as RGB uint8 (H, W, 3), decoded in order; memory stays at one frame."""
-    with _open(path) as container:
+    with _open(path, role) as container:
         try:
             for frame in container.decode(video=0):
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as err:
-            raise FYEInputError(f"the driving video {path} is damaged: {err}") from None
+            raise FYEInputError(f"the {role} video {path} is damaged: {err}") from None
 
 
-def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """All frames (N, H, W, 3) uint8 and the frame rate."""
-    info = probe_video(path)
-    frames = list(iter_video_frames(path))
+def read_video(path: str | os.PathLike, role: str = "driving",
+               max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """The frames (N, H, W, 3) uint8, the first ``max_frames`` only when given, and the frame rate."""
+    info = probe_video(path, role)
+    frames = list(itertools.islice(iter_video_frames(path, role), max_frames))
     if not frames:
-        raise FYEInputError(f"the driving video {path} has no frames")
+        raise FYEInputError(f"the {role} video {path} has no frames")
     return np.stack(frames), info.fps
 
 

@@ -21,6 +21,7 @@ from ..fye_core.landmarks import (
     detect_image,
     detect_reference,
     load_template,
+    mask_box,
     parse_face_points,
     render_expression_landmarks,
     save_template,
@@ -159,7 +160,7 @@ class PlaceFace(io.ComfyNode):
         portrait = images_to_uint8(image[:1])[0]
         box = (x, y, width, height) if width > 0 and height > 0 else None
         if mask is not None and (mask[0] > 0.5).any():  # Load Image gives an empty mask when none is painted
-            box = mask_box(mask[0].cpu().numpy(), portrait.shape[:2])
+            box = mask_box(mask[0].cpu().numpy(), portrait.shape[:2], "FYE Place Face")
         points = parse_face_points(face_points) if face_points.strip() else None
         if box is None and points is None:
             raise FYEInputError("FYE Place Face needs a face box (width and height above 0, or a mask painted over "
@@ -171,15 +172,6 @@ class PlaceFace(io.ComfyNode):
                                               background=portrait[None])
         return io.NodeOutput(track, placement, uint8_to_images(preview),
                              f"{describe_reference(track)} {placement.describe()}")
-
-
-def mask_box(mask: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The bounding box (x, y, width, height) of a painted MASK of the image's ``size`` (height, width)."""
-    if mask.shape != size:
-        raise FYEInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}; "
-                            "paint the mask on the image connected to FYE Place Face")
-    rows, cols = np.flatnonzero((mask > 0.5).any(axis=1)), np.flatnonzero((mask > 0.5).any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 class AlignMotion(io.ComfyNode):

@@ -17,6 +17,15 @@ def face_landmarker_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def detector(face_landmarker_model):
+    """One MediaPipe face landmarker in image mode (the official per-frame detection) for the whole run."""
+    from fye_core.landmarks import FaceLandmarkDetector
+
+    with FaceLandmarkDetector(mode="image") as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """The tiny seeded official networks of golden/models, loaded by our loader (fp32)."""
     from models_fixtures import load_tiny_models

@@ -261,15 +261,21 @@ def test_face_crop_and_paste_back_give_full_resolution_frames_and_a_mask(host):
     np.testing.assert_array_equal(mask, (paste_mask(crop, 16) * 255).astype(np.uint8))  # SaveImage truncates
 
 
-def test_full_resolution_workflow_pastes_the_animation_into_the_portrait(host, animation_models):
-    prompt = animation_prompt(host, animation_models, "fye_animate_portrait_full_resolution")
-    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "test/mask"}}
+def run_paste_back_workflow(host, object_info, workflow: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """A shipped full-resolution workflow on the test models: its video's frames and fps, and the mask it
+    pasted with (saved from its MaskToImage node, 16)."""
+    prompt = animation_prompt(host, object_info, workflow)
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": f"test/{workflow}"}}
     history = host.run_prompt(prompt)
     save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
     (video,) = host.output_files(history, save_video)
     frames, fps = read_video(video)
+    return frames, fps, saved_images(host, history, "900")[0][..., 0]
+
+
+def test_full_resolution_workflow_pastes_the_animation_into_the_portrait(host, animation_models):
+    frames, fps, mask = run_paste_back_workflow(host, animation_models, "fye_animate_portrait_full_resolution")
     assert frames.shape == (12, 1280, 720, 3) and fps == 25.0
-    mask = saved_images(host, history, "900")[0][..., 0]
     portrait = load_image(shared_path("data", PORTRAIT))
     error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
     assert mask.shape == (1280, 720) and (mask == 0).mean() > 0.5
@@ -285,14 +291,8 @@ def test_animal_workflow_animates_a_cat_placed_by_a_painted_mask(host, animation
     alpha = np.full(canvas.shape[:2], 255, np.uint8)
     alpha[170 + y:170 + y + height, 250 + x:250 + x + width] = 0
     Image.fromarray(np.dstack([canvas, alpha])).save(host.input_dir / "chelsea.png")
-    prompt = animation_prompt(host, animation_models, "fye_animate_animal_portrait")
-    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "test/cat_mask"}}
-    history = host.run_prompt(prompt)
-    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
-    (video,) = host.output_files(history, save_video)
-    frames, fps = read_video(video)
+    frames, fps, mask = run_paste_back_workflow(host, animation_models, "fye_animate_animal_portrait")
     assert frames.shape == (12, 640, 960, 3) and fps == 25.0
-    mask = saved_images(host, history, "900")[0][..., 0]
     rows, cols = np.flatnonzero((mask == 255).any(axis=1)), np.flatnonzero((mask == 255).any(axis=0))
     assert rows[0] < 170 + y + height / 2 < rows[-1] and cols[0] < 250 + x + width / 2 < cols[-1]  # on the face
     error = np.abs(frames.astype(int) - canvas).mean(axis=(0, 3))

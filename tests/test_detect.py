@@ -10,7 +10,6 @@ from shared_data import PORTRAITS, VIDEOS, golden, shared_path
 
 from fye_core.image import load_image, prepare_reference
 from fye_core.landmarks import (
-    FaceLandmarkDetector,
     align_motion,
     detect_face_track,
     detect_reference,
@@ -30,12 +29,6 @@ def assert_track_matches(track, data):
     np.testing.assert_allclose(track.transforms[:, :3, 3], trans[:, :3, 3], rtol=0, atol=TRANSLATION)
     np.testing.assert_allclose(track.blendshapes, data["bs"].reshape(track.blendshapes.shape), rtol=0, atol=BLENDSHAPES)
     np.testing.assert_allclose(track.mesh, data["lmks3d"].reshape(track.mesh.shape), rtol=0, atol=MESH)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    with FaceLandmarkDetector(mode="image") as det:
-        yield det
 
 
 @pytest.mark.parametrize("case", list(PORTRAITS))

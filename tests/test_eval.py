@@ -42,7 +42,7 @@ from fye_core.eval.identity import (
 from fye_core.eval.landmarks import track_pixels
 from fye_core.eval.perceptual import load_lpips, lpips_distances
 from fye_core.image import load_image, prepare_reference
-from fye_core.landmarks import FaceLandmarkDetector, align_motion, detect_face_track, detect_reference, five_points
+from fye_core.landmarks import align_motion, detect_face_track, detect_reference, five_points
 from fye_core.video import read_video, write_video
 
 CLIP = 20  # frames per test clip, taken evenly over the shared video so that it holds real motion
@@ -171,13 +171,12 @@ def test_self_beats_a_shuffled_copy_on_every_metric(clips, video):
         assert "--arcface-onnx" in score.unavailable["identity_similarity"]
 
 
-def _warped_and_still(portrait: str, driving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _warped_and_still(portrait: str, driving: np.ndarray, detector) -> tuple[np.ndarray, np.ndarray]:
     """Stand-ins for an animation of the prepared portrait: warped rigidly onto the aligned driving landmarks of
     each frame (follows the head, not the expression), and not moving at all."""
     reference = prepare_reference(load_image(shared_path("data", portrait)))
-    with FaceLandmarkDetector() as detector:
-        reference_track = detect_reference(reference, detector=detector)
-        motion = align_motion(reference_track, detect_face_track(driving, detector=detector))
+    reference_track = detect_reference(reference, detector=detector)
+    motion = align_motion(reference_track, detect_face_track(driving, detector=detector))
     points = track_pixels(reference_track)[0]
     warped = np.stack([cv2.warpAffine(reference, similarity_transform(points, target), reference.shape[1::-1],
                                       flags=cv2.INTER_LINEAR) for target in motion.points])
@@ -187,10 +186,11 @@ def _warped_and_still(portrait: str, driving: np.ndarray) -> tuple[np.ndarray, n
 @pytest.mark.parametrize(("portrait", "video"), [("portrait_painting_s9.jpg", "fye_temple"),
                                                  ("portrait_cartoon_s7.jpg", "lp_d0"),
                                                  ("portrait_sculpture_s6.jpg", "fye_temple")])
-def test_cross_reenactment_ranks_following_the_motion_over_a_shuffle_and_a_still(clips, tmp_path, portrait, video):
+def test_cross_reenactment_ranks_following_the_motion_over_a_shuffle_and_a_still(clips, tmp_path, portrait, video,
+                                                                                  detector):
     driving = clips[video][0]
     frames, fps = read_video(driving)
-    warped, still = _warped_and_still(portrait, frames)
+    warped, still = _warped_and_still(portrait, frames, detector)
     paths = {name: tmp_path / f"{name}.mp4" for name in ("warped", "shuffled", "still")}
     write_video(paths["warped"], warped, fps, crf=0)
     write_video(paths["shuffled"], warped[np.random.default_rng(0).permutation(len(warped))], fps, crf=0)
@@ -356,7 +356,7 @@ def test_i3d_loads_pytorch_i3d_weights_and_gives_kinetics_logits(tmp_path):
         load_i3d()
 
 
-def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch):
+def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch, detector):
     rng = np.random.default_rng(4)
     source = rng.uniform(0, 500, (5, 2))
     for target in (source * 0.3 + [10, 20], rng.uniform(0, 112, (5, 2))):
@@ -365,8 +365,7 @@ def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch):
 
     # MediaPipe's five points, in our order, fit ArcFace's template (a left/right swap could not be fitted)
     portrait = prepare_reference(load_image(shared_path("data", "portrait_painting_s9.jpg")))
-    with FaceLandmarkDetector() as detector:
-        points = track_pixels(detect_reference(portrait, detector=detector))[0]
+    points = track_pixels(detect_reference(portrait, detector=detector))[0]
     matrix = similarity_transform(five_points(points), ARCFACE_TEMPLATE)
     fitted = five_points(points) @ matrix[:, :2].T + matrix[:, 2]
     assert np.linalg.norm(fitted - ARCFACE_TEMPLATE, axis=1).mean() < 5.0  # about 20 px with the eyes swapped
@@ -378,8 +377,7 @@ def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch):
         return flat - flat.mean(axis=1, keepdims=True)
 
     frames, _ = clip_frames("lp_d0")
-    with FaceLandmarkDetector() as detector:
-        other = aligned_face(frames[0], track_pixels(detect_reference(frames[0], detector=detector))[0])
+    other = aligned_face(frames[0], track_pixels(detect_reference(frames[0], detector=detector))[0])
     assert identity_similarity(pixels, face, np.stack([face, face])) == pytest.approx(1.0)
     assert identity_similarity(pixels, face, other[None]) < 0.9
 

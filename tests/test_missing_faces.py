@@ -4,16 +4,10 @@ import pytest
 from shared_data import golden
 
 from fye_core.errors import FYEInputError
-from fye_core.landmarks import FaceLandmarkDetector, align_motion, detect_face_track, detect_reference
+from fye_core.landmarks import align_motion, detect_face_track, detect_reference
 from fye_core.landmarks.pipeline import describe_missing
 
 HIDDEN = [0, 3, 4, 8]  # frames blacked out among the 9 stored temple frames (first, a run, last)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    with FaceLandmarkDetector(mode="image") as det:
-        yield det
 
 
 @pytest.fixture(scope="module")

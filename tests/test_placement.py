@@ -11,7 +11,6 @@ from fye_core.crop import detect_face_crop
 from fye_core.errors import FYEInputError
 from fye_core.image import load_image
 from fye_core.landmarks import (
-    FaceLandmarkDetector,
     FacePlacement,
     align_motion,
     detect_reference,
@@ -26,12 +25,6 @@ from fye_core.video import read_video
 CAT_BOX = (70, 10, 320, 290)  # x, y, width, height in skimage's chelsea (451x300)
 CAT_POINTS = [[170, 113], [317, 135], [262, 243], [232, 272], [292, 270]]
 EYES_AND_MOUTH = np.concatenate([RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR, [61, 291]])
-
-
-@pytest.fixture(scope="module")
-def detector():
-    with FaceLandmarkDetector(mode="image") as found:
-        yield found
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 benchmark folder (``find_pairs``, ``folder_report``), and the JSON and tables that show the scores."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from ..errors import FYEInputError
 from ..files import atomic_output
 from ..image import load_image, prepare_reference
 from ..landmarks import FaceLandmarkDetector, FaceTrack, Motion, align_motion, detect_face_track, detect_reference
-from ..video import iter_video_frames
+from ..video import read_video
 from .fvd import CLIP_FRAMES, frechet_distance, i3d_features, load_i3d
 from .identity import aligned_face, identity_similarity, load_arcface
 from .landmarks import DEFAULT_THRESHOLD_PX, landmark_accuracy, motion_intensities, track_pixels
@@ -125,17 +124,6 @@ class OptionalNetworks:
         return self._networks[name]
 
 
-def read_frames(path: Path, role: str, count: int | None = None) -> np.ndarray:
-    """The first ``count`` frames (all when None) of a video, (N, H, W, 3) uint8."""
-    try:
-        frames = list(itertools.islice(iter_video_frames(path), count))
-    except FYEInputError as err:  # fye_core.video calls every video "the driving video"
-        raise FYEInputError(str(err).replace("driving video", f"{role} video")) from None
-    if not frames:
-        raise FYEInputError(f"the {role} video {path} has no frames")
-    return np.stack(frames)
-
-
 def _reference_image(pair: EvalPair, driving: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
     if pair.reference is None:
         return prepare_reference(driving[0], mode), "the first driving frame"
@@ -197,8 +185,8 @@ def score_pair(pair: EvalPair, options: EvalOptions, detector: FaceLandmarkDetec
     """Every metric of one generated video; those that cannot be computed are None, with the reason."""
     skip = int(options.drop_first_frame)
     count = None if options.max_frames is None else options.max_frames + skip
-    driving = read_frames(pair.driving, "driving", count)
-    pred = read_frames(pair.pred, "predicted", options.max_frames)
+    driving = read_video(pair.driving, "driving", count)[0]
+    pred = read_video(pair.pred, "predicted", options.max_frames)[0]
     reference, reference_name = _reference_image(pair, driving, options.reference_mode)
     if pred.shape[1:3] != reference.shape[:2]:
         raise FYEInputError(f"the predicted video {pair.pred} is {pred.shape[2]}x{pred.shape[1]} but {reference_name} "
@@ -215,7 +203,7 @@ def score_pair(pair: EvalPair, options: EvalOptions, detector: FaceLandmarkDetec
     pred_track = detect_face_track(pred, detector=detector)
     score = PairScore(pair, len(pred), int((~pred_track.detected).sum()))
     if pair.gt is not None:
-        gt = read_frames(pair.gt, "ground-truth", count)[skip:]
+        gt = read_video(pair.gt, "ground-truth", count)[0][skip:]
         check_same_frames(pred, gt, f"the predicted video {pair.pred}", f"the ground-truth video {pair.gt}")
         _self_reenactment(score, networks, pred, gt)
     else:

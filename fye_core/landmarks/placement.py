@@ -101,6 +101,19 @@ def parse_face_points(text: str) -> np.ndarray:
     return points
 
 
+def mask_box(mask: np.ndarray, size: tuple[int, int], name: str = "the face box") -> tuple[int, int, int, int]:
+    """The bounding box (x, y, width, height) of a mask (H, W) painted over the face of an image of ``size``
+    (height, width); ``name`` says where the mask was given, in errors."""
+    if mask.shape != size:
+        raise FYEInputError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[1]}x{size[0]}; "
+                            f"paint the mask on the image given to {name}")
+    painted = mask > 0.5
+    rows, cols = np.flatnonzero(painted.any(axis=1)), np.flatnonzero(painted.any(axis=0))
+    if len(rows) == 0:
+        raise FYEInputError(f"the mask given to {name} is empty; paint over the face")
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
 def five_points(points: np.ndarray) -> np.ndarray:
     """The five placement points (5, 2) of face landmarks ``points`` (>=468, 2): eye centres (mean of the eye
     contours), nose tip, mouth corners."""

@@ -49,7 +49,8 @@ def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike
         if cached.is_file():
             track = load_template(cached)
         else:
-            track = detect_face_track(iter_video_frames(path), detector=detector, fps=probe_video(path).fps)
+            track = detect_face_track(iter_video_frames(path, "training"), detector=detector,
+                                       fps=probe_video(path, "training").fps)
             save_template(track, cached)
         if longest_detected_run(track.detected) < min_frames:
             print(f"skipping {path}: fewer than {min_frames} consecutive frames with a face", file=sys.stderr)
@@ -76,9 +77,10 @@ def centre_crop(width: int, height: int, size: int) -> FaceCrop:
     return FaceCrop((width - side) // 2, (height - side) // 2, side, side, size, size, width, height)
 
 
-def read_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+def frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """The frames of a video at ``indices``, decoding no further than the last of them."""
     wanted, frames = set(indices), {}
-    for index, frame in enumerate(iter_video_frames(path)):
+    for index, frame in enumerate(iter_video_frames(path, "training")):
         if index in wanted:
             frames[index] = frame
             if len(frames) == len(wanted):
@@ -112,7 +114,7 @@ class FaceClipDataset:
         reference = int(rng.choice(np.flatnonzero(track.detected)))
         start = int(rng.choice(clip_starts(track.detected, self.frames)))
         clip = list(range(start, start + self.frames))
-        frames = read_frames(video.path, [reference, *clip])
+        frames = frames_at(video.path, [reference, *clip])
         crop = centre_crop(track.width, track.height, self.size)
         points = crop.from_source(track.landmarks[clip, :, :2] * [track.width, track.height])
         return {
