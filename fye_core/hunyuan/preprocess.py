@@ -116,6 +116,15 @@ def pose_crop(frame: np.ndarray, box) -> np.ndarray:
     return _resize_bilinear(crop_resize(frame, box))
 
 
+def driving_crops(frames, points: np.ndarray, first_box_xywh) -> tuple[np.ndarray, np.ndarray]:
+    """The expression-encoder and head-pose-encoder inputs (N, 256, 256, 3) uint8 of driving frames with their
+    five points (N, 5, 2); both crops are framed by the first frame's face box ``first_box_xywh``."""
+    first_box = xywh_to_xyxy(first_box_xywh)
+    box = pose_box(first_box, *frames[0].shape[:2])
+    faces = np.stack([motion_face_crop(frame, face, first_box) for frame, face in zip(frames, points, strict=True)])
+    return faces, np.stack([pose_crop(frame, box) for frame in frames])
+
+
 def dino_input(crop: np.ndarray) -> torch.Tensor:
     """The appearance encoder's input (3, 224, 224) float32 from the 512 crop: [0, 1], torch bilinear
     antialiased resize (``RandomResizedCrop`` of a square at scale 1 takes the whole image), ImageNet norm."""
