@@ -62,6 +62,12 @@ MOTION_NETWORKS = ("expression", "headpose", "motion_proj")  # kept fp32, as the
 
 @dataclass
 class HunyuanModels:
+    """Every network of a HunyuanPortrait run. The UNet's three-branch call is ``unet.predict_branches``.
+
+    The VAE encoder runs in fp32 and its decoder in the models' dtype: decode with ``vae.decoder``'s dtype
+    (``vae.dtype`` names the encoder's).
+    """
+
     unet: HunyuanUNet
     vae: AutoencoderKLTemporalDecoder
     dino: AppearanceEncoder

@@ -39,7 +39,8 @@ class TemporalTokenPairAttnProcessor(TokenPairAttnProcessor):
 
     ``fold`` (the default) moves the positions of an item into the query's sequence axis so that every query
     attends to its item's context without copies; otherwise the context is repeated for each position as the
-    official code does (H*W copies of the tokens: about 1.6 GB in fp16 per context at 64x64 latents).
+    official code does (H*W copies of the tokens: about 1.6 GB in fp16 per context for a three-branch batch at
+    64x64 latents).
     """
 
     def __init__(self, attn: Attention, scale: float):
