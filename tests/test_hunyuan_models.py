@@ -157,17 +157,24 @@ def test_pose_guider_matches_official(tiny, golden):
         assert_matches(tiny.pose_guider(golden["pg_in_rand"]), golden, "pg_out_rand")
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="atol 1e-6 is below one fp32 step at |x| = 25 and below the fixture's own rounding (7.4e-5 "
-                          "from float64): only the generator's CPU kernels reproduce it; on an Intel Xeon diffusers' "
-                          "VAE differs by 1.7e-5 (mean, mode) and 3.1e-6 (scaled)")
+FP32_STEPS = 64
+
+
 def test_vae_reference_latents_match_official(tiny, golden):
+    """``vae_ref_*``'s recommended 1e-6 is below one fp32 step at their magnitude (25.4: 1.9e-6), so only the
+    generator's own CPU kernels meet it; the fixture itself is 7.8e-5 from the float64 result. Checked here:
+    our fp32 encode and the official one round the same exact (float64) value, each within ``FP32_STEPS``
+    fp32 steps of the largest magnitude (a wrong network, input or scale is off by orders more)."""
     reference = rgb_input("ref_small_u8") * 2 - 1
     with torch.no_grad():
         start, condition = tiny.encode_reference(reference)
-    assert_matches(condition, golden, "vae_ref_mode")
-    assert_matches(start / tiny.vae.config.scaling_factor, golden, "vae_ref_mean")
-    assert_matches(start, golden, "vae_ref_latents_scaled")
+        exact = copy.deepcopy(tiny.vae).double().encode(reference.double()).latent_dist.mean
+    scale = tiny.vae.config.scaling_factor
+    for ours, truth, name in ((condition, exact, "vae_ref_mode"), (start, exact * scale, "vae_ref_latents_scaled")):
+        official = golden[name].double()
+        bound = FP32_STEPS * torch.finfo(torch.float32).eps * official.abs().max()
+        assert (official - truth).abs().max() <= bound, name
+        assert (ours.double() - truth).abs().max() <= bound, name
 
 
 @pytest.fixture(scope="module")
