@@ -38,6 +38,7 @@ from .landmarks import (
     save_template,
 )
 from .sampling import FUSE_METHODS, KEYFRAME_CHOICES
+from .training.cli import add_train_parser
 from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_animate_parser(sub)
     _add_convert_parser(sub)
     add_eval_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from conftest import golden_track, write_official_template
 from models_fixtures import load_tiny_models, write_random_clip_vision, write_random_sd_vae
 from PIL import Image
 from shared_data import golden, shared_path
+from training_fixtures import train_tiny_checkpoint
 
 from fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from fye_core.image import load_image, prepare_reference
@@ -24,6 +25,7 @@ from fye_core.landmarks import (
     save_template,
 )
 from fye_core.models import save_fye
+from fye_core.training.state import MODELS_FILE
 from fye_core.video import probe_video, read_video, write_video
 
 pytestmark = pytest.mark.comfyui
@@ -297,3 +299,17 @@ def test_animal_workflow_animates_a_cat_placed_by_a_painted_mask(host, animation
     assert rows[0] < 170 + y + height / 2 < rows[-1] and cols[0] < 250 + x + width / 2 < cols[-1]  # on the face
     error = np.abs(frames.astype(int) - canvas).mean(axis=(0, 3))
     assert (mask == 0).mean() > 0.3 and error[mask == 0].mean() < 3 and error[mask == 255].mean() > 10
+
+
+def test_a_trainer_checkpoint_with_q_former_and_masked_latents_animates_in_comfyui(host, animation_models, tmp_path):
+    checkpoint, _ = train_tiny_checkpoint(tmp_path)
+    shutil.copy(checkpoint / MODELS_FILE, host.base_dir / "models" / "fye" / "trained-fye.safetensors")
+    prompt = animation_prompt(host, host.object_info(refresh=True), "fye_animate_portrait")
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    by_type["FYE_LoadModels"]["model"] = "trained-fye.safetensors"
+    by_type["FYE_Animate"].update(long_video="progressive", context_frames=5)  # keyframes fixed through conv_in
+    history = host.run_prompt(prompt)
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    frames, fps = read_video(video)
+    assert frames.shape == (12, 64, 64, 3) and fps == 25.0

@@ -6,6 +6,9 @@ in the motion modules (``PerFrameGroupNorm``).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from diffusers import UNetMotionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -31,12 +34,31 @@ class MotionUNet(UNetMotionModel):
             block.attn1.set_processor(reference)
             block.attn2.set_processor(context)
         self._landmark_features: torch.Tensor | None = None
+        self._keep_conditioning = False
         self.conv_in.register_forward_hook(self._add_landmark_features)
 
     def set_conditioning_cache(self, enabled: bool) -> None:
         """Reuse the projections of the reference tokens and CLIP context across calls (on by default)."""
         for processor in [*self.reference_processors, *self.context_processors]:
             processor.cache = enabled
+
+    @contextmanager
+    def conditioning_kept(self) -> Iterator[None]:
+        """Keeps what ``forward`` hands the processors until the block ends: a backward pass through
+        gradient-checkpointed blocks runs them again and needs the same reference and context."""
+        self._keep_conditioning = True
+        try:
+            yield
+        finally:
+            self._keep_conditioning = False
+            self._clear_conditioning()
+
+    def _clear_conditioning(self) -> None:
+        self._landmark_features = None
+        for processor in self.reference_processors:
+            processor.reference = None
+        for processor in self.context_processors:
+            processor.context = None
 
     @property
     def takes_masked_latents(self) -> bool:
@@ -92,8 +114,5 @@ class MotionUNet(UNetMotionModel):
             per_frame = context.repeat_interleave(frames, dim=0)
             return super().forward(sample.to(self.dtype), timestep, encoder_hidden_states=per_frame).sample
         finally:
-            self._landmark_features = None
-            for processor in self.reference_processors:
-                processor.reference = None
-            for processor in self.context_processors:
-                processor.context = None
+            if not self._keep_conditioning:
+                self._clear_conditioning()

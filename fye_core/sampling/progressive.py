@@ -27,14 +27,16 @@ KEYFRAME_CHOICES = ("even", "expression")
 
 @dataclass
 class KnownFrames:
-    """Latents fixed in a clip: ``latents`` (1, 4, F, h, w), meaningful where ``mask`` (F,) is True."""
+    """Latents fixed in a clip: ``latents`` (B, 4, F, h, w), meaningful where ``mask`` is True, (F,) for
+    every item or (B, F) per item."""
 
     latents: torch.Tensor
     mask: torch.Tensor
 
     def masked_latents(self) -> torch.Tensor:
-        """The masked-latent UNet input (1, 5, F, h, w): known latents (zero elsewhere) and the mask."""
-        mask = self.mask.to(self.latents)[None, None, :, None, None].expand(1, 1, *self.latents.shape[2:])
+        """The masked-latent UNet input (B, 5, F, h, w): known latents (zero elsewhere) and the mask."""
+        batch, _, frames, height, width = self.latents.shape
+        mask = self.mask.to(self.latents).reshape(-1, 1, frames, 1, 1).expand(batch, 1, frames, height, width)
         return torch.cat([self.latents * mask, mask], dim=1)
 
 

@@ -1,0 +1,123 @@
+"""The training configuration: one TOML (or JSON) file of flat keys, every key documented here.
+
+Defaults are the paper's recipe where it gives one (512 px centre crops, 16-frame clips in stage 2,
+masked-latent strategies switched with p = 0.5) and AnimateAnyone's where it does not (AdamW at 1e-5,
+10 % classifier-free dropout).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import FYEInputError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def _key(default=MISSING, doc: str = ""):
+    return field(default=default, metadata={"doc": doc}) if default is not MISSING else field(metadata={"doc": doc})
+
+
+@dataclass
+class TrainingConfig:
+    stage: int = _key(doc="1: ReferenceNet, UNet spatial layers, guider and Q-Former on single frames; "
+                          "2: motion modules on clips (and conv_in with masked_latents)")
+    videos: str = _key(doc="folder of talking-head videos (searched recursively); frames without a face are skipped")
+    output: str = _key(doc="run folder: checkpoints, log.jsonl, track cache, debug masks")
+    init: str = _key(doc="weights to start from: a models folder (official .pth, kijai or fye.safetensors) or an "
+                         "fye .safetensors file such as a stage-1 checkpoint's models.safetensors")
+    vae: str = _key("", "sd-vae-ft-mse diffusers folder; default: the one in the init models folder")
+    clip: str = _key("", "CLIP image encoder folder or file; default: the one in the init models folder")
+    size: int = _key(512, "side of the centre crop the frames are resized to (multiple of 8)")
+    clip_frames: int = _key(16, "frames per stage-2 clip (stage 1 always trains single frames)")
+    qformer: dict | None = _key(None, "Q-Former settings (a table; {} = the paper's 4 layers, 16 queries); "
+                                      "added when the init weights have none")
+    masked_latents: bool = _key(False, "train the 9-channel masked-latent UNet (conv_in's extra channels start "
+                                       "at zero when the init weights have 4)")
+    known_frame_probability: float = _key(0.5, "masked latents: chance that a frame is known under the "
+                                               "per-frame strategy")
+    ends_strategy_probability: float = _key(0.5, "masked latents: chance of the first/last-frame strategy "
+                                                 "instead of the per-frame one")
+    steps: int = _key(1000, "optimizer steps (the paper: 30000 in stage 1, 10000 in stage 2)")
+    batch_size: int = _key(1, "samples per device and micro-batch")
+    gradient_accumulation: int = _key(1, "micro-batches per optimizer step")
+    learning_rate: float = _key(1e-5, "AdamW learning rate")
+    weight_decay: float = _key(1e-2, "AdamW weight decay")
+    max_grad_norm: float = _key(1.0, "gradient clipping norm (0 = off)")
+    uncond_probability: float = _key(0.1, "classifier-free dropout: no reference features and zero CLIP tokens")
+    ffg_weight: float = _key(1.0, "weight of L_FFG in L = L_LDM + w L_FFG (the paper: 1)")
+    mixed_precision: str = _key("no", "no, fp16 or bf16 (accelerate's autocast; weights stay fp32)")
+    gradient_checkpointing: bool = _key(False, "recompute the UNets' blocks in backward to save memory")
+    ema_decay: float = _key(0.0, "keep an exponential moving average of the trained weights (0 = off, e.g. 0.9999)")
+    seed: int = _key(0, "seeds the samples, noise, timesteps, dropout and masking of every step")
+    dataloader_workers: int = _key(0, "worker processes decoding videos")
+    log_every: int = _key(10, "steps between log lines (stdout and log.jsonl)")
+    save_every: int = _key(1000, "steps between checkpoints (and one at the end)")
+    keep_checkpoints: int = _key(3, "newest checkpoints kept (0 = all)")
+
+    def __post_init__(self):
+        problems = []
+        if self.stage not in (1, 2):
+            problems.append(f"stage must be 1 or 2, got {self.stage}")
+        if self.size <= 0 or self.size % 8:
+            problems.append(f"size must be a positive multiple of 8, got {self.size}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            problems.append(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        for name in ("clip_frames", "steps", "batch_size", "gradient_accumulation", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("known_frame_probability", "ends_strategy_probability", "uncond_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if problems:
+            raise FYEInputError("training config: " + "; ".join(problems))
+
+    @property
+    def frames(self) -> int:
+        return 1 if self.stage == 1 else self.clip_frames
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def describe_config() -> str:
+    """Every key with its default and meaning, for ``fye train --help``."""
+    lines = []
+    for f in fields(TrainingConfig):
+        default = "required" if f.default is MISSING else f"default {json.dumps(f.default)}"
+        lines.append(f"  {f.name} ({default}): {f.metadata['doc']}")
+    return "\n".join(lines)
+
+
+def load_training_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainingConfig:
+    """A ``.toml`` or ``.json`` file of the keys above; relative paths are relative to the file."""
+    path = Path(path)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        if path.suffix != ".json":
+            raise FYEInputError(f"{path}: TOML configs need Python 3.11; write the config as JSON") from None
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except OSError as err:
+        raise FYEInputError(f"cannot read the training config {path} ({err.strerror})") from None
+    except ValueError as err:  # both decoders raise ValueError subclasses
+        raise FYEInputError(f"the training config {path} is not valid {path.suffix.lstrip('.') or 'TOML'}: {err}") \
+            from None
+    values.update(overrides or {})
+    known = {f.name: f for f in fields(TrainingConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise FYEInputError(f"the training config {path} has unknown keys {unknown}; see `fye train --help`")
+    missing = sorted(name for name, f in known.items() if f.default is MISSING and name not in values)
+    if missing:
+        raise FYEInputError(f"the training config {path} lacks {missing}; see `fye train --help`")
+    for name in ("videos", "output", "init", "vae", "clip"):
+        if values.get(name):
+            values[name] = str(path.parent / Path(values[name]).expanduser())
+    return TrainingConfig(**values)

@@ -1,0 +1,405 @@
+"""The two-stage FYE trainer (paper 3.2-3.3 and 4.1) on HF accelerate: one CPU, one GPU or many.
+
+Stage 1 trains the ReferenceNet, the UNet's spatial layers, the landmark guider and the optional Q-Former
+on single frames, with the motion modules bypassed (the 2D UNet of that stage); stage 2 trains the motion
+modules on clips (and ``conv_in`` of the masked-latent variant, whose extra channels would otherwise stay
+zero). Every random draw of a step (samples, noise, timesteps, dropout, masking) comes from the seed and
+the step number, so a resumed run continues exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..animate import load_diffusers_vae
+from ..errors import FYEInputError
+from ..models import FYEModels, load_fye
+from ..models.bundle import locate_fye_weights, locate_model_files
+from ..models.checkpoints import load_official
+from ..models.configs import LATENT_CHANNELS
+from ..models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
+from ..models.qformer import QFormer
+from ..sampling import OFFICIAL_SCHEDULER, KnownFrames, Schedule
+from .config import TrainingConfig
+from .data import FaceClipDataset, load_training_videos
+from .loss import fye_loss
+from .state import (
+    EMA_FILE,
+    MODELS_FILE,
+    STATE_FILE,
+    TrainingState,
+    checkpoint_folder,
+    checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+STAGES = {1: "ReferenceNet, UNet spatial layers, guider, Q-Former", 2: "motion modules"}
+
+
+def trainable_parameters(models: FYEModels, stage: int) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of what a stage trains, in a fixed order (the optimizer state follows it)."""
+
+    def trains(network: str, name: str) -> bool:
+        if stage == 1:
+            return not (network == "unet" and "motion_modules" in name)
+        return network == "unet" and ("motion_modules" in name
+                                      or (models.unet.takes_masked_latents and name.startswith("conv_in.")))
+
+    return [(f"{network}.{name}", parameter) for network, module in models.networks().items()
+            for name, parameter in module.named_parameters() if trains(network, name)]
+
+
+def add_masked_latent_channels(models: FYEModels) -> None:
+    """Widens a 4-channel UNet's ``conv_in`` to the masked-latent input, the new channels zero: the network
+    computes exactly what it did until training teaches it to use the known frames."""
+    conv = models.unet.conv_in
+    wider = torch.zeros(conv.out_channels, 2 * LATENT_CHANNELS + 1, *conv.kernel_size, dtype=conv.weight.dtype)
+    wider[:, :conv.in_channels] = conv.weight.detach()
+    # the parameter is replaced, not the layer: the landmark-feature hook stays on conv_in
+    conv.weight = nn.Parameter(wider)
+    conv.in_channels = wider.shape[1]
+    models.unet.register_to_config(in_channels=conv.in_channels)
+    models.config["unet_in_channels"] = conv.in_channels
+
+
+def add_qformer(models: FYEModels, settings: dict, seed: int) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        models.qformer = QFormer(**settings)
+    models.config["qformer"] = dict(settings)
+
+
+def load_initial_models(config: TrainingConfig) -> FYEModels:
+    """The weights a run starts from (``init``), with the Q-Former and masked-latent input the config asks
+    for added when they lack them."""
+    init = Path(config.init)
+    weights = locate_model_files(init).fye if init.is_dir() else locate_fye_weights(init)
+    models = load_fye(weights) if isinstance(weights, Path) else load_official(weights)
+    models.to(dtype=torch.float32)
+    if config.qformer is not None and models.qformer is None:
+        add_qformer(models, config.qformer, config.seed)
+    if config.masked_latents and not models.unet.takes_masked_latents:
+        add_masked_latent_channels(models)
+    if models.unet.takes_masked_latents and not config.masked_latents:
+        raise FYEInputError(f"{config.init} is a masked-latent (9-channel) UNet; set masked_latents = true")
+    return models
+
+
+def frozen_encoder_paths(config: TrainingConfig) -> tuple[Path, Path]:
+    """The VAE and CLIP image encoder: the config's, else those of the init models folder."""
+    if config.vae and config.clip:
+        return Path(config.vae), Path(config.clip)
+    init = Path(config.init)
+    folder = init if init.is_dir() else init.parent
+    try:
+        found = locate_model_files(folder)
+    except FYEInputError as err:
+        raise FYEInputError(f"set vae and clip in the training config, or put them beside the init weights: {err}") \
+            from None
+    return Path(config.vae or found.vae), Path(config.clip or found.clip)
+
+
+def progressive_known_frames(batch: int, frames: int, generator: torch.Generator, known_probability: float = 0.5,
+                             ends_probability: float = 0.5) -> torch.Tensor:
+    """(B, F) bool, the frames whose latents the masked-latent UNet sees (paper 3.3): the first and last
+    frame, or each frame with ``known_probability``; one strategy or the other with ``ends_probability``."""
+    ends = torch.zeros(frames, dtype=torch.bool)
+    ends[[0, -1]] = True
+    each = torch.rand(batch, frames, generator=generator) < known_probability
+    use_ends = torch.rand(batch, generator=generator) < ends_probability
+    return torch.where(use_ends[:, None], ends, each)
+
+
+@contextlib.contextmanager
+def motion_modules_bypassed(models: FYEModels) -> Iterator[None]:
+    """The UNet as the 2D network of stage 1: every motion module passes its input through."""
+    modules = [module for name, module in models.unet.named_modules()
+               if name.rsplit(".", 2)[-2:-1] == ["motion_modules"]]
+    handles = [module.register_forward_hook(lambda module, args, output: args[0]) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class StepInputs:
+    """One micro-batch ready for the networks; the first ``plain_items`` items are dropped for CFG."""
+    latents: torch.Tensor  # (B, 4, F, h, w)
+    reference_latents: torch.Tensor  # (B, 4, h, w)
+    clip_tokens: torch.Tensor  # (B, 257, 1024), zero for the dropped items
+    landmarks: torch.Tensor  # (B, 3, F, H, W) in [0, 1]
+    expression_mask: torch.Tensor  # (B, 1, F, h, w)
+    facial_mask: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor  # (B,)
+    alpha: torch.Tensor  # (B, 1, 1, 1, 1) cumulative alpha at the timesteps
+    plain_items: int
+    known: torch.Tensor | None  # (B, F) masked-latent strategy, or None
+
+
+class TrainingNetworks(nn.Module):
+    """The trained networks as one module (what accelerate wraps for data parallelism); forward gives the
+    loss terms of a micro-batch."""
+
+    def __init__(self, models: FYEModels, ffg_weight: float):
+        super().__init__()
+        self.guider, self.referencenet, self.unet = models.guider, models.referencenet, models.unet
+        self.qformer = models.qformer
+        self.models, self.ffg_weight = models, ffg_weight
+
+    def forward(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
+        plain = inputs.plain_items
+        reference_context, context = self.models.encode_context(inputs.clip_tokens)
+        reference = None
+        if plain < len(inputs.latents):
+            reference = self.referencenet.reference_features(inputs.reference_latents[plain:],
+                                                             reference_context[plain:], 0)
+        features = self.guider(inputs.landmarks)
+        alpha = inputs.alpha
+        noisy = alpha.sqrt() * inputs.latents + (1 - alpha).sqrt() * inputs.noise
+        masked = None if inputs.known is None else KnownFrames(inputs.latents, inputs.known).masked_latents()
+        v = self.unet(noisy, inputs.timesteps, context, features, reference, plain_items=plain,
+                      masked_latents=masked)
+        losses = fye_loss(v, inputs.latents, inputs.noise, noisy, alpha, inputs.expression_mask,
+                          inputs.facial_mask)
+        losses["total"] = losses["ldm"] + self.ffg_weight * losses["ffg"]
+        return losses
+
+
+TRAINING_DRAWS, VALIDATION_DRAWS = 0, 1
+
+
+def step_generator(seed: int, step: int, process: int, micro_batch: int, purpose: int = TRAINING_DRAWS
+                   ) -> torch.Generator:
+    """The random draws of one micro-batch, a function of where it is in the run only."""
+    state = np.random.SeedSequence((seed, purpose, step, process, micro_batch)).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> 1))
+
+
+class Trainer:
+    """``run()`` trains ``config.steps`` steps from ``init``, or from the checkpoint ``resume`` names."""
+
+    def __init__(self, config: TrainingConfig, resume: str | Path | None = None):
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        self.config = config
+        self.output = Path(config.output)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation,
+            # stage 1 leaves parts of the ReferenceNet unused (nothing after its last feature is computed)
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        state = None
+        if resume is not None:
+            state = load_checkpoint(resolve_resume(resume))
+            self.models = load_fye(Path(resolve_resume(resume)) / MODELS_FILE).to(dtype=torch.float32)
+        else:
+            self.models = load_initial_models(config)
+        device = self.accelerator.device
+        vae_path, clip_path = frozen_encoder_paths(config)
+        self.codec = load_diffusers_vae(vae_path, device=device)
+        self.clip_encoder = load_clip_image_encoder(clip_path, device=device)
+        self.alphas_cumprod = Schedule(1, OFFICIAL_SCHEDULER).alphas_cumprod.float()
+
+        for network in self.models.networks().values():
+            network.requires_grad_(False).train()
+        self.trained = trainable_parameters(self.models, config.stage)
+        for _, parameter in self.trained:
+            parameter.requires_grad_(True)
+        self.models.unet.set_conditioning_cache(False)  # the weights change every step
+        if config.gradient_checkpointing:
+            self.models.unet.enable_gradient_checkpointing()
+            self.models.referencenet.enable_gradient_checkpointing()
+
+        self.ema = None
+        if config.ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel([p for _, p in self.trained], decay=config.ema_decay)
+        network = TrainingNetworks(self.models, config.ffg_weight)
+        optimizer = torch.optim.AdamW([p for _, p in self.trained], lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
+        self.network, self.optimizer = self.accelerator.prepare(network, optimizer)
+        self.step = 0
+        if state is not None:
+            self._restore(state, Path(resolve_resume(resume)))
+        self._dataset: FaceClipDataset | None = None
+        self._bypass = motion_modules_bypassed(self.models) if config.stage == 1 else contextlib.nullcontext()
+        self._bypass.__enter__()
+
+    def close(self) -> None:
+        self._bypass.__exit__(None, None, None)
+
+    @property
+    def dataset(self) -> FaceClipDataset:
+        if self._dataset is None:
+            config = self.config
+            videos = load_training_videos(config.videos, self.output / "tracks", min_frames=config.frames)
+            per_step = config.batch_size * config.gradient_accumulation * self.accelerator.num_processes
+            self._dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
+                                            length=config.steps * per_step, seed=config.seed)
+        return self._dataset
+
+    def _restore(self, state: TrainingState, folder: Path) -> None:
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.ema is not None:
+            ema_models = load_fye(folder / EMA_FILE)
+            shadow = dict(trainable_parameters(ema_models, self.config.stage))
+            self.ema.load_state_dict({**state.ema, "shadow_params": [shadow[name].float() for name, _ in self.trained]})
+            self.ema.to(self.accelerator.device)
+        if state.scaler is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state.scaler)
+        self.step = state.step
+
+    def _batches(self, first_step: int) -> Iterator[dict]:
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.batch_size,
+                                             num_workers=self.config.dataloader_workers)
+        loader = self.accelerator.prepare(loader)
+        return iter(self.accelerator.skip_first_batches(loader, first_step * self.config.gradient_accumulation))
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> scaled VAE latents (N, 4, h, w)."""
+        images = frames.to(self.accelerator.device).float().div(255)
+        return self.codec.encode(images).float()
+
+    def inputs(self, batch: dict, generator: torch.Generator) -> StepInputs:
+        """The frozen encoders' outputs and the step's random draws for a collated batch of samples."""
+        device = self.accelerator.device
+        target = batch["target"]
+        items, frames = target.shape[:2]
+        with torch.no_grad():
+            latents = self._encode(target.flatten(0, 1)).unflatten(0, (items, frames)).transpose(1, 2)
+            reference_latents = self._encode(batch["reference"])
+            tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
+        timesteps = torch.randint(0, len(self.alphas_cumprod), (items,), generator=generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        dropped = torch.rand(items, generator=generator) < self.config.uncond_probability
+        known = None
+        if self.models.unet.takes_masked_latents and self.config.stage == 2:
+            known = progressive_known_frames(items, frames, generator, self.config.known_frame_probability,
+                                             self.config.ends_strategy_probability)
+        order = torch.argsort((~dropped).int(), stable=True)  # dropped items first: the UNet's plain rows
+
+        def ordered(x: torch.Tensor) -> torch.Tensor:
+            return x[order.to(x.device)].to(device)
+
+        tokens = torch.where(dropped[:, None, None].to(tokens.device), 0, tokens.float())
+        return StepInputs(
+            latents=ordered(latents), reference_latents=ordered(reference_latents), clip_tokens=ordered(tokens),
+            landmarks=ordered(batch["landmarks"].permute(0, 4, 1, 2, 3).float().div(255)),
+            expression_mask=ordered(batch["expression_mask"][:, None].float()),
+            facial_mask=ordered(batch["facial_mask"][:, None].float()),
+            noise=ordered(noise), timesteps=ordered(timesteps),
+            alpha=ordered(self.alphas_cumprod[timesteps]).reshape(-1, 1, 1, 1, 1),
+            plain_items=int(dropped.sum()), known=None if known is None else ordered(known))
+
+    def _generator(self, step: int, micro_batch: int) -> torch.Generator:
+        return step_generator(self.config.seed, step, self.accelerator.process_index, micro_batch)
+
+    def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
+        """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss terms."""
+        sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
+        for micro_batch in range(self.config.gradient_accumulation):
+            inputs = self.inputs(next(batches), self._generator(self.step, micro_batch))
+            with self.accelerator.accumulate(self.network), self.models.unet.conditioning_kept():
+                losses = self.network(inputs)
+                self.accelerator.backward(losses["total"])
+                if self.accelerator.sync_gradients and self.config.max_grad_norm:
+                    self.accelerator.clip_grad_norm_([p for _, p in self.trained], self.config.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for key in sums:
+                sums[key] += float(self.accelerator.gather(losses[key].detach()[None]).mean())
+        if self.ema is not None:
+            self.ema.step([p for _, p in self.trained])
+        self.step += 1
+        return {key: value / self.config.gradient_accumulation for key, value in sums.items()}
+
+    def validation_loss(self, items: list[int], seed: int = 0) -> dict[str, float]:
+        """The loss terms on dataset ``items`` with fixed noise, timesteps and no dropout (comparable across
+        steps)."""
+        sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
+        for item in items:
+            batch = torch.utils.data.default_collate([self.dataset[item]])
+            generator = step_generator(seed, 0, 0, item, VALIDATION_DRAWS)
+            inputs = self.inputs(batch, generator)
+            if inputs.plain_items:
+                inputs.clip_tokens = self._reference_tokens(batch)
+                inputs.plain_items = 0
+            with torch.no_grad():
+                losses = self.network(inputs)
+            for key in sums:
+                sums[key] += float(losses[key]) / len(items)
+        return sums
+
+    def _reference_tokens(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
+        return tokens.float().to(self.accelerator.device)
+
+    def save(self) -> Path:
+        """A checkpoint of the current step (main process only writes)."""
+        folder = checkpoint_folder(self.output, self.step)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            ema_state = None
+            if self.ema is not None:
+                ema_state = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+            scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
+            state = TrainingState(step=self.step, optimizer=self.optimizer.state_dict(), ema=ema_state,
+                                  scaler=scaler, config=json.loads(self.config.to_json()))
+            save_checkpoint(folder, self.models, state, self.ema, [p for _, p in self.trained])
+            prune_checkpoints(self.output, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+        return folder
+
+    def run(self) -> Path:
+        """Trains to ``config.steps``, logging both loss terms and saving checkpoints; the last checkpoint."""
+        config = self.config
+        if self.step >= config.steps:
+            raise FYEInputError(f"the run is already at step {self.step} of {config.steps}; raise steps to go on")
+        batches = self._batches(self.step)
+        if self.accelerator.is_main_process:
+            self.output.mkdir(parents=True, exist_ok=True)
+            print(f"stage {config.stage} ({STAGES[config.stage]}): {sum(p.numel() for _, p in self.trained):,} "
+                  f"parameters trained, steps {self.step + 1}-{config.steps}, "
+                  f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}", file=sys.stderr)
+        last = None
+        while self.step < config.steps:
+            losses = self.train_step(batches)
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise FloatingPointError(f"step {self.step}: the loss is not finite ({losses}); lower learning_rate "
+                                         "or use mixed_precision = \"bf16\"")
+            if self.accelerator.is_main_process and (self.step % config.log_every == 0 or self.step == config.steps):
+                record = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}}
+                print(json.dumps(record), flush=True)
+                with open(self.output / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if self.step % config.save_every == 0 or self.step == config.steps:
+                last = self.save()
+        return last
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder standing for its newest checkpoint."""
+    path = Path(path)
+    if path.is_dir() and not (path / STATE_FILE).is_file():
+        found = checkpoints(path)
+        if not found:
+            raise FYEInputError(f"{path} holds no trainer checkpoint to resume from")
+        return found[-1]
+    return path
