@@ -1,12 +1,13 @@
 """The tiny seeded HunyuanPortrait networks of ``golden/hunyuanportrait`` loaded through our real loader."""
 import json
+import shutil
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 from shared_data import shared_path
 
-from fye_core.hunyuan.loader import RELEASED_NAMES, load_hunyuan_models
+from fye_core.hunyuan.loader import ARCHITECTURE_FILE, RELEASED_NAMES, load_hunyuan_models
 
 
 def golden_path(*parts: str):
@@ -65,3 +66,18 @@ def rgb_input(name: str) -> torch.Tensor:
         images = torch.from_numpy(data[name])
     images = images[None] if images.ndim == 3 else images
     return images.permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+def write_tiny_hunyuan_dir(folder):
+    """A models folder in the released layout (``hyportrait/*.pth`` saved by torch, SVD-xt's VAE safetensors) with
+    the tiny networks, and ``architecture.json`` giving their sizes."""
+    hyportrait, vae = folder / "hyportrait", folder / "stable-video-diffusion-img2vid-xt" / "vae"
+    hyportrait.mkdir(parents=True)
+    vae.mkdir(parents=True)
+    for name, path in tiny_files().items():
+        if name == "vae":
+            shutil.copy(path, vae / "diffusion_pytorch_model.fp16.safetensors")
+        else:
+            torch.save(load_file(str(path)), hyportrait / f"{name}.pth")
+    (folder / ARCHITECTURE_FILE).write_text(json.dumps(tiny_config()))
+    return folder

@@ -6,6 +6,7 @@ files load with ``torch.load(weights_only=True)``; ``.safetensors`` files with t
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ _SIGNATURE_KEYS = {
 }
 _SVD_UNET_KEY = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
 MOTION_NETWORKS = ("expression", "headpose", "motion_proj")  # kept fp32, as the official code runs them
+ARCHITECTURE_FILE = "architecture.json"
 
 
 @dataclass
@@ -197,6 +199,21 @@ def locate_files(folder: str | os.PathLike) -> dict[str, Path]:
     return files
 
 
+def folder_config(folder: str | os.PathLike) -> dict | None:
+    """The architecture of networks of other sizes than the released ones (smaller re-trained or test networks):
+    ``architecture.json`` in the folder, ``default_config()``'s layout, the networks it names replaced."""
+    path = Path(folder) / ARCHITECTURE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return {**default_config(), **json.loads(path.read_text())}
+    except (ValueError, TypeError) as err:
+        raise FYEInputError(f"{path} is not an architecture file ({err}); remove it to load the released "
+                            "networks") from None
+
+
 def load_hunyuan_dir(folder: str | os.PathLike, config: dict | None = None, dtype: torch.dtype = torch.float16,
                      device: str | torch.device = "cpu") -> HunyuanModels:
-    return load_hunyuan_models(locate_files(folder), config, dtype, device)
+    """``load_hunyuan_models`` of the files in ``folder`` (``locate_files``); ``config`` defaults to the folder's
+    ``architecture.json``, else the released sizes."""
+    return load_hunyuan_models(locate_files(folder), config or folder_config(folder), dtype, device)
