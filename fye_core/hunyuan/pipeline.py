@@ -98,8 +98,8 @@ def appearance_tokens(models: HunyuanModels, image: np.ndarray, identity: torch.
 
 def _pixels(images: np.ndarray, device) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> NCHW-contiguous float in [0, 1] (GroupNorm on channels-last input rounds
-    differently on CPU)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
+    differently on CPU), copied: PIL arrays are read-only."""
+    return torch.tensor(images).to(device).permute(0, 3, 1, 2).float().div(255).contiguous()
 
 
 def encode_driving(models: HunyuanModels, frames: Iterable[np.ndarray], faces: DrivingFaces,

@@ -128,7 +128,7 @@ def driving_crops(frames, points: np.ndarray, first_box_xywh) -> tuple[np.ndarra
 def dino_input(crop: np.ndarray) -> torch.Tensor:
     """The appearance encoder's input (3, 224, 224) float32 from the 512 crop: [0, 1], torch bilinear
     antialiased resize (``RandomResizedCrop`` of a square at scale 1 takes the whole image), ImageNet norm."""
-    pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).contiguous().float().div(255)
+    pixels = torch.tensor(crop).permute(2, 0, 1).contiguous().float().div(255)  # a copy: PIL arrays are read-only
     resized = torch.nn.functional.interpolate(pixels[None], size=(DINO_SIZE, DINO_SIZE), mode="bilinear",
                                               align_corners=False, antialias=True)[0]
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
