@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED
+from .animate import LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions
 from .crop import FaceCrop, crop_face, detect_face_crop, paste_back, reference_crop
 from .errors import FYEInputError
 from .eval.cli import add_eval_parser
 from .files import atomic_output
+from .hunyuan.config import INFERENCE
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
     DETECTION_MODES,
@@ -43,6 +45,17 @@ from .video import iter_video_frames, probe_video, write_video
 
 RENDER_CHUNK = 32
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+BACKENDS = ("fye", "hunyuan-portrait")
+# animate options that only one backend has (argparse destinations); the other refuses them
+FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "allow_pickle", "crop_margin", "feather", "cfg",
+            "long_video", "keyframes", "fuse")
+HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
+# animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
+_FYE_DEFAULTS = AnimationOptions()
+BACKEND_DEFAULTS = {"steps": (_FYE_DEFAULTS.steps, INFERENCE.num_inference_steps),
+                    "seed": (_FYE_DEFAULTS.seed, INFERENCE.seed),
+                    "context_frames": (_FYE_DEFAULTS.context_frames, INFERENCE.frames_per_window),
+                    "context_overlap": (_FYE_DEFAULTS.context_overlap, INFERENCE.overlap)}
 
 
 def _add_motion_arguments(p) -> None:
@@ -83,34 +96,71 @@ def _add_landmarks_parser(sub) -> None:
 def _add_animate_parser(sub) -> None:
     p = sub.add_parser("animate", help="portrait + driving video -> animated portrait video",
                        description="Animates the portrait with the driving video's expressions, pupils and head "
-                                   "motion (Follow-Your-Emoji) and writes an mp4 at the driving video's fps.")
+                                   "motion (Follow-Your-Emoji, or HunyuanPortrait with --backend "
+                                   "hunyuan-portrait) and writes an mp4 at the driving video's fps.")
+    p.add_argument("--backend", choices=BACKENDS, default="fye",
+                   help="fye: Follow-Your-Emoji, landmark-driven (default); hunyuan-portrait: HunyuanPortrait, "
+                        "implicit motion on Stable Video Diffusion (its own weights, see README)")
     _add_motion_arguments(p)
     p.add_argument("--models", required=True, type=Path,
-                   help="folder with the FYE weights, sd-vae-ft-mse/ and image_encoder/ (see README)")
+                   help="folder with the FYE weights, sd-vae-ft-mse/ and image_encoder/; hunyuan-portrait: the "
+                        "released hyportrait/*.pth, stable-video-diffusion-img2vid-xt/vae/ and optionally "
+                        "arcface.onnx (see README)")
     p.add_argument("--out", required=True, type=Path, help="output .mp4")
     p.add_argument("--crf", type=int, default=16, help="H.264 quality: 0 lossless, 16 (default) near lossless")
     p.add_argument("--paste-back", action="store_true",
                    help="animate a face crop of the portrait at 512x512 and paste it back into the full-resolution "
-                        "portrait (instead of --reference-mode)")
+                        "portrait (instead of --reference-mode); hunyuan-portrait always animates its official "
+                        "face crop and writes that crop unless this is given")
     p.add_argument("--crop-margin", type=float, default=0.5,
                    help="--paste-back: space around the face on each side, as a fraction of its size")
     p.add_argument("--feather", type=int, default=16, help="--paste-back: width in pixels of the blended edge")
-    p.add_argument("--steps", type=int, default=30, help="DDIM steps (official 30)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"DDIM steps (official {_FYE_DEFAULTS.steps}); hunyuan-portrait: Euler steps (official "
+                        f"{INFERENCE.num_inference_steps})")
     p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
-    p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help=f"noise seed (official {OFFICIAL_SEED})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"noise seed (official {OFFICIAL_SEED}; hunyuan-portrait {BACKEND_DEFAULTS['seed'][1]})")
     p.add_argument("--long-video", choices=LONG_VIDEO_MODES, default="official",
                    help="official: cyclic 24-frame windows; overlap: overlapping windows fused; "
                         "tiles: the official Gaussian temporal tiling; progressive: keyframes first, then the "
                         "frames between them with both ends fixed (resumes when interrupted)")
     p.add_argument("--keyframes", choices=KEYFRAME_CHOICES, default="even",
                    help="progressive: keyframes evenly spaced, or moved to the most expressive frames near them")
-    p.add_argument("--context-frames", type=int, default=24, help="frames per window (at most 32)")
-    p.add_argument("--context-overlap", type=int, default=4, help="overlap of windows or tiles")
+    p.add_argument("--context-frames", type=int, default=None,
+                   help=f"frames per window (official {_FYE_DEFAULTS.context_frames}, at most 32; hunyuan-portrait "
+                        f"{INFERENCE.frames_per_window})")
+    p.add_argument("--context-overlap", type=int, default=None,
+                   help=f"overlap of windows or tiles (official {_FYE_DEFAULTS.context_overlap}; hunyuan-portrait "
+                        f"{INFERENCE.overlap})")
     p.add_argument("--fuse", choices=FUSE_METHODS, default="flat", help="weights of overlapping windows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="weights and compute dtype (default fp16 on GPU, fp32 on CPU)")
-    p.set_defaults(run=run_animate)
+    hunyuan = p.add_argument_group("hunyuan-portrait")
+    hunyuan.add_argument("--appearance-cfg", type=float, nargs="+", default=None, metavar="SCALE",
+                         help=f"appearance guidance (official {INFERENCE.appearance_guidance}); two values ramp it "
+                              "from the first step to the last")
+    hunyuan.add_argument("--motion-cfg", type=float, nargs="+", default=None, metavar="SCALE",
+                         help=f"motion guidance (official {INFERENCE.motion_guidance}); two values ramp it from the "
+                              "first step to the last")
+    hunyuan.add_argument("--size", type=int, default=INFERENCE.image_size,
+                         help=f"side of the face crop the video is made at (official {INFERENCE.image_size}; a "
+                              "multiple of 64)")
+    hunyuan.add_argument("--shift-offset", type=int, default=INFERENCE.shift_offset,
+                         help=f"how much further back the windows start at every step (official "
+                              f"{INFERENCE.shift_offset})")
+    hunyuan.add_argument("--pad-frames", type=int, default=INFERENCE.pad_frames,
+                         help=f"frames faded in from and out to a still face at both ends (official "
+                              f"{INFERENCE.pad_frames})")
+    hunyuan.add_argument("--yolo-face", type=Path, default=None,
+                         help="find faces with the official YOLOv5-face TorchScript file (yoloface_v5m.pt) instead "
+                              "of MediaPipe; needs --allow-torchscript")
+    hunyuan.add_argument("--allow-torchscript", action="store_true",
+                         help="allow loading --yolo-face: TorchScript runs code stored in the file (only for files "
+                              "you trust)")
+    p.set_defaults(run=run_animate, option_defaults={dest: p.get_default(dest) for dest in (*FYE_ONLY,
+                                                                                            *HUNYUAN_ONLY)})
 
 
 def _progress_bar(label: str, total: int | None):
@@ -140,15 +190,21 @@ class PreparedMotion:
     crop: FaceCrop | None
 
 
+def _placement(args, portrait: np.ndarray, name: str) -> FacePlacement | None:
+    """The hand-placed face of ``--face-box`` / ``--face-points``, if given."""
+    if args.face_box is None and args.face_points is None:
+        return None
+    placement = FacePlacement(parse_face_box(args.face_box) if args.face_box else None,
+                              parse_face_points(args.face_points) if args.face_points else None)
+    placement.check_inside(portrait.shape[1], portrait.shape[0], name)
+    return placement
+
+
 def _motion(args) -> PreparedMotion:
     crop = None
     portrait = load_image(args.portrait)
     name = f"the portrait {args.portrait}"
-    placement = None
-    if args.face_box is not None or args.face_points is not None:
-        placement = FacePlacement(parse_face_box(args.face_box) if args.face_box else None,
-                                  parse_face_points(args.face_points) if args.face_points else None)
-        placement.check_inside(portrait.shape[1], portrait.shape[0], name)
+    placement = _placement(args, portrait, name)
     with FaceLandmarkDetector(args.face_landmarker, "image") as detector:
         if getattr(args, "paste_back", False):
             crop, reference_track, _, _ = detect_face_crop(portrait, args.crop_margin, detector=detector, name=name,
@@ -214,7 +270,21 @@ def run_landmarks(args) -> int:
     return 0
 
 
+def _check_backend_options(args) -> None:
+    """Options of the other backend are refused, not silently ignored; backend defaults are filled in."""
+    foreign = FYE_ONLY if args.backend == "hunyuan-portrait" else HUNYUAN_ONLY
+    given = [f"--{dest.replace('_', '-')}" for dest in foreign if getattr(args, dest) != args.option_defaults[dest]]
+    if given:
+        raise FYEInputError(f"{', '.join(given)}: not an option of --backend {args.backend}")
+    for dest, defaults in BACKEND_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, defaults[BACKENDS.index(args.backend)])
+
+
 def run_animate(args) -> int:
+    _check_backend_options(args)
+    if args.backend == "hunyuan-portrait":
+        return run_hunyuan_animate(args)
     from .animate import AnimationOptions, animate_motion, load_diffusers_vae
     from .landmarks.model_file import sha256_of
     from .models.bundle import load_fye_models, locate_model_files
@@ -264,6 +334,98 @@ def run_animate(args) -> int:
     size = f"{crop.source_width}x{crop.source_height}" if crop else f"{motion.width}x{motion.height}"
     written = [args.out, *_face_preview(args, prepared)]
     print(f"wrote {count} frames ({size}): " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
+
+
+def _guidance(values: list[float] | None, option: str, default: float) -> tuple[float, float]:
+    """``--appearance-cfg`` / ``--motion-cfg``: one scale for every step, or the first and the last step's."""
+    if values is None:
+        return default, default
+    if len(values) > 2:
+        raise FYEInputError(f"{option} takes one scale, or two (first and last step), got {len(values)}")
+    return values[0], values[-1]
+
+
+def _hunyuan_faces(args, portrait: np.ndarray, name: str):
+    """The reference face (official crop) and the driving video's faces, with MediaPipe or ``--yolo-face``."""
+    from .hunyuan.face import MediaPipeFaces, YoloFaces, driving_faces, reference_face
+
+    placement = _placement(args, portrait, name)
+    info = probe_video(args.driving)
+    with ExitStack() as stack:
+        if args.yolo_face is not None:
+            finder = driving_finder = YoloFaces(args.yolo_face, allow_torchscript=args.allow_torchscript,
+                                                device=args.device)
+        else:
+            finder = driving_finder = MediaPipeFaces(stack.enter_context(
+                FaceLandmarkDetector(args.face_landmarker, "image")))
+            if args.detection != "image":
+                driving_finder = MediaPipeFaces(stack.enter_context(
+                    FaceLandmarkDetector(args.face_landmarker, args.detection)))
+        reference = reference_face(portrait, finder, name=name, placement=placement)
+        print(reference.how, file=sys.stderr)
+        bar, update = _progress_bar("detecting", info.frame_count)
+        with bar:
+            faces = driving_faces(iter_video_frames(args.driving), driving_finder, total=info.frame_count,
+                                  progress=update)
+    print(f"driving: {faces.report()}", file=sys.stderr)
+    return reference, faces, info.fps
+
+
+def run_hunyuan_animate(args) -> int:
+    from .hunyuan.arcface import NO_IDENTITY
+    from .hunyuan.loader import locate_files
+    from .hunyuan.pipeline import (
+        SIZE_MULTIPLE,
+        HunyuanOptions,
+        animate_frames,
+        appearance_tokens,
+        encode_driving,
+        identity_embedding,
+        load_hunyuan_portrait,
+        truncated_uint8,
+    )
+    from .hunyuan.preprocess import paste_back as paste_back_official
+
+    locate_files(args.models)  # before the slow work: missing weights fail at once
+    if args.driving.suffix in TEMPLATE_SUFFIXES:
+        raise FYEInputError("--backend hunyuan-portrait needs the driving video itself (its motion encoders see the "
+                            "frames), not a landmark template")
+    if args.size < SIZE_MULTIPLE or args.size % SIZE_MULTIPLE:
+        raise FYEInputError(f"--size must be a multiple of {SIZE_MULTIPLE}, got {args.size}")
+    options = HunyuanOptions(steps=args.steps, seed=args.seed, window=args.context_frames,
+                             overlap=args.context_overlap, shift_offset=args.shift_offset, pad_frames=args.pad_frames,
+                             appearance_guidance=_guidance(args.appearance_cfg, "--appearance-cfg",
+                                                           INFERENCE.appearance_guidance),
+                             motion_guidance=_guidance(args.motion_cfg, "--motion-cfg", INFERENCE.motion_guidance))
+    portrait = load_image(args.portrait)
+    reference, faces, fps = _hunyuan_faces(args, portrait, f"the portrait {args.portrait}")
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
+    backend = load_hunyuan_portrait(args.models, dtype, args.device)
+    models = backend.models
+    if backend.arcface is None:
+        print(NO_IDENTITY, file=sys.stderr)
+    tokens = appearance_tokens(models, reference.crop,
+                               identity_embedding(backend.arcface, reference.crop, reference.face.points))
+    crop = reference.crop
+    if args.size != INFERENCE.image_size:
+        crop = np.asarray(Image.fromarray(crop).resize((args.size, args.size), Image.BICUBIC))
+    with tqdm(desc="motion", unit="frame", total=len(faces), file=sys.stderr, leave=False) as bar:
+        motion = encode_driving(models, iter_video_frames(args.driving), faces, options.window,
+                                lambda event: bar.update(event["done"] - bar.n))
+    with tqdm(desc="denoising", unit="window", file=sys.stderr, leave=False) as bar:
+        def progress(event):
+            if event["event"] == "window":
+                bar.total = event["steps"] * event["windows"]
+                bar.update(1)
+
+        chunks = (truncated_uint8(chunk) for chunk in animate_frames(models, crop, tokens, motion, options, progress))
+        if args.paste_back:
+            chunks = (paste_back_official(portrait, chunk, reference.crop_box) for chunk in chunks)
+        frames = (frame for chunk in chunks for frame in chunk)
+        count = write_video(args.out, frames, fps, args.crf, audio_from=args.driving)
+    height, width = portrait.shape[:2] if args.paste_back else crop.shape[:2]
+    print(f"wrote {count} frames ({width}x{height}): {args.out}", file=sys.stderr)
     return 0
 
 
