@@ -1,18 +1,25 @@
-"""The ``fye`` models folder (models/fye, plus any ``fye:`` entries of extra_model_paths.yaml)."""
+"""The model folders: ``fye`` (models/fye) and ``hunyuan_portrait`` (models/hunyuan_portrait, one subfolder per
+set of HunyuanPortrait weights), plus any such entries of extra_model_paths.yaml."""
 import os
 
 import folder_paths
 
 FOLDER = "fye"
+HUNYUAN_FOLDER = "hunyuan_portrait"
 EXTENSIONS = {*folder_paths.supported_pt_extensions, ".task"}
 
 
 def register_model_folder() -> None:
-    # extra_model_paths.yaml is applied before custom nodes load: add our default, never replace theirs.
+    # extra_model_paths.yaml is applied before custom nodes load: add our defaults, never replace theirs.
     folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
     paths, extensions = folder_paths.folder_names_and_paths[FOLDER]
     folder_paths.folder_names_and_paths[FOLDER] = (paths, set(extensions) | EXTENSIONS)
+    folder_paths.add_model_folder_path(HUNYUAN_FOLDER, os.path.join(folder_paths.models_dir, HUNYUAN_FOLDER))
 
 
 def model_dirs() -> list[str]:
     return folder_paths.get_folder_paths(FOLDER)
+
+
+def hunyuan_dirs() -> list[str]:
+    return folder_paths.get_folder_paths(HUNYUAN_FOLDER)

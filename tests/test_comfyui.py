@@ -8,6 +8,7 @@ import pytest
 import skimage.data
 from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
 from conftest import golden_track, write_official_template
+from hunyuan_models_fixtures import write_tiny_hunyuan_dir
 from models_fixtures import load_tiny_models, write_random_clip_vision, write_random_sd_vae
 from PIL import Image
 from shared_data import golden, shared_path
@@ -32,9 +33,9 @@ pytestmark = pytest.mark.comfyui
 
 NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
             "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack",
-            "FYE_PlaceFace")
+            "FYE_PlaceFace", "FYE_LoadHunyuanPortrait", "FYE_HunyuanPortraitAnimate")
 WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution",
-             "fye_animate_animal_portrait")
+             "fye_animate_animal_portrait", "fye_hunyuan_portrait")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
 
@@ -313,3 +314,28 @@ def test_a_trainer_checkpoint_with_q_former_and_masked_latents_animates_in_comfy
     (video,) = host.output_files(history, save_video)
     frames, fps = read_video(video)
     assert frames.shape == (12, 64, 64, 3) and fps == 25.0
+
+
+def test_hunyuan_portrait_workflow_animates_the_portrait_with_tiny_models(host):
+    write_tiny_hunyuan_dir(host.base_dir / "models" / "hunyuan_portrait" / "tiny-hunyuan")
+    frames, fps = read_video(shared_path("data", VIDEO))
+    write_video(host.input_dir / "driving12.mp4", iter(frames[:12]), fps)
+    prompt = ui_to_api(json.loads((REPO_ROOT / "workflows" / "fye_hunyuan_portrait.json").read_text()),
+                       host.object_info(refresh=True))
+    by_type = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    by_type["FYE_LoadHunyuanPortrait"]["weights"] = "tiny-hunyuan"
+    by_type["FYE_FaceCrop"]["size"] = 64
+    by_type["LoadVideo"]["file"] = "driving12.mp4"
+    by_type["FYE_HunyuanPortraitAnimate"].update(steps=2, context_frames=8, context_overlap=2, pad_frames=2)
+    history = host.run_prompt(prompt)
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    frames, fps = read_video(video)
+    portrait = load_image(shared_path("data", PORTRAIT))
+    assert frames.shape == (12, *portrait.shape) and fps == 25.0
+    crop = detect_face_crop(portrait, margin=1.0, size=64).crop
+    mask = paste_mask(crop, 16)
+    error = np.abs(frames.astype(int) - portrait).mean(axis=(0, 3))
+    assert error[mask == 0].mean() < 3 and error[mask == 1].mean() > 10  # portrait kept, face animated
+    report = next(n for n in history["outputs"].values() if "text" in n)["text"][0]
+    assert "driving: face found in all 12 frames" in report and "no arcface.onnx" in report
