@@ -316,7 +316,10 @@ def test_a_trainer_checkpoint_with_q_former_and_masked_latents_animates_in_comfy
     assert frames.shape == (12, 64, 64, 3) and fps == 25.0
 
 
-def test_hunyuan_portrait_workflow_animates_the_portrait_with_tiny_models(host):
+@pytest.fixture(scope="module")
+def hunyuan_prompt(host):
+    """The shipped HunyuanPortrait workflow on the tiny official-format networks (models/hunyuan_portrait/
+    tiny-hunyuan), 12 driving frames, a 64x64 face crop, 2 steps, 8-frame windows and 2 pad frames."""
     write_tiny_hunyuan_dir(host.base_dir / "models" / "hunyuan_portrait" / "tiny-hunyuan")
     frames, fps = read_video(shared_path("data", VIDEO))
     write_video(host.input_dir / "driving12.mp4", iter(frames[:12]), fps)
@@ -327,8 +330,12 @@ def test_hunyuan_portrait_workflow_animates_the_portrait_with_tiny_models(host):
     by_type["FYE_FaceCrop"]["size"] = 64
     by_type["LoadVideo"]["file"] = "driving12.mp4"
     by_type["FYE_HunyuanPortraitAnimate"].update(steps=2, context_frames=8, context_overlap=2, pad_frames=2)
-    history = host.run_prompt(prompt)
-    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    return prompt
+
+
+def test_hunyuan_portrait_workflow_animates_the_portrait_with_tiny_models(host, hunyuan_prompt):
+    history = host.run_prompt(hunyuan_prompt)
+    save_video = next(k for k, n in hunyuan_prompt.items() if n["class_type"] == "SaveVideo")
     (video,) = host.output_files(history, save_video)
     frames, fps = read_video(video)
     portrait = load_image(shared_path("data", PORTRAIT))
@@ -339,3 +346,21 @@ def test_hunyuan_portrait_workflow_animates_the_portrait_with_tiny_models(host):
     assert error[mask == 0].mean() < 3 and error[mask == 1].mean() > 10  # portrait kept, face animated
     report = next(n for n in history["outputs"].values() if "text" in n)["text"][0]
     assert "driving: face found in all 12 frames" in report and "no arcface.onnx" in report
+
+
+def test_cancelling_stops_hunyuan_portrait_between_windows(host, hunyuan_prompt):
+    prompt = json.loads(json.dumps(hunyuan_prompt))
+    animate = next(n for n in prompt.values() if n["class_type"] == "FYE_HunyuanPortraitAnimate")
+    animate["inputs"].update(steps=1000, seed=1)  # minutes unless the sampler checks for interruption
+    runs_before = host.log_text().count("HunyuanPortrait sampling")
+    prompt_id = host.queue_prompt(prompt)
+    deadline = time.monotonic() + 300
+    while host.log_text().count("HunyuanPortrait sampling") == runs_before:
+        assert prompt_id not in host.get_json(f"/history/{prompt_id}"), host.log_tail()
+        assert time.monotonic() < deadline, host.log_tail()
+        time.sleep(0.2)
+    time.sleep(2)
+    host.post_json("/interrupt", {})
+    entry = host.wait_history(prompt_id, timeout=120)
+    interrupted = [data for event, data in entry["status"]["messages"] if event == "execution_interrupted"]
+    assert interrupted and interrupted[0]["node_type"] == "FYE_HunyuanPortraitAnimate", entry["status"]

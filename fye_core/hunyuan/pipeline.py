@@ -134,6 +134,7 @@ def pad_motion(motion: torch.Tensor, pad_frames: int) -> torch.Tensor:
 
 
 def check_reference(reference: np.ndarray) -> None:
+    """An input error unless the reference's sides are multiples of 64 (before any slow work)."""
     height, width = reference.shape[:2]
     if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
         raise FYEInputError(f"the reference is {width}x{height}; HunyuanPortrait needs both sides to be multiples "
