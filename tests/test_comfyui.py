@@ -187,22 +187,28 @@ def test_animation_workflow_writes_one_frame_per_driving_frame(host, animate_pro
     assert frames.shape == (12, 64, 64, 3) and fps == 25.0
 
 
+def interrupt_once_started(host, prompt: dict, log_line: str, after: float) -> dict:
+    """Queues ``prompt``, interrupts it ``after`` seconds past the host logging ``log_line`` once more, and
+    returns its history entry."""
+    runs_before = host.log_text().count(log_line)
+    prompt_id = host.queue_prompt(prompt)
+    deadline = time.monotonic() + 300
+    while host.log_text().count(log_line) == runs_before:
+        assert prompt_id not in host.get_json(f"/history/{prompt_id}"), host.log_tail()
+        assert time.monotonic() < deadline, host.log_tail()
+        time.sleep(0.2)
+    time.sleep(after)
+    host.post_json("/interrupt", {})
+    return host.wait_history(prompt_id, timeout=120)
+
+
 def test_cancelling_stops_the_sampler_between_steps(host, animate_prompt):
     prompt = json.loads(json.dumps(animate_prompt))
     animate = next(n for n in prompt.values() if n["class_type"] == "FYE_Animate")
     # a thousand steps of twelve one-frame windows: many minutes unless the sampler checks for interruption
     animate["inputs"].update(steps=1000, context_frames=1, context_overlap=0)
     animate["inputs"]["seed"] = 1  # not cached from the previous run
-    runs_before = host.log_text().count("FYE sampling")
-    prompt_id = host.queue_prompt(prompt)
-    deadline = time.monotonic() + 300
-    while host.log_text().count("FYE sampling") == runs_before:
-        assert prompt_id not in host.get_json(f"/history/{prompt_id}"), host.log_tail()
-        assert time.monotonic() < deadline, host.log_tail()
-        time.sleep(0.2)
-    time.sleep(3)
-    host.post_json("/interrupt", {})
-    entry = host.wait_history(prompt_id, timeout=120)
+    entry = interrupt_once_started(host, prompt, "FYE sampling", after=3)
     events = [event for event, _ in entry["status"]["messages"]]
     assert "execution_interrupted" in events, entry["status"]
     interrupted = next(data for event, data in entry["status"]["messages"] if event == "execution_interrupted")
@@ -352,15 +358,6 @@ def test_cancelling_stops_hunyuan_portrait_between_windows(host, hunyuan_prompt)
     prompt = json.loads(json.dumps(hunyuan_prompt))
     animate = next(n for n in prompt.values() if n["class_type"] == "FYE_HunyuanPortraitAnimate")
     animate["inputs"].update(steps=1000, seed=1)  # minutes unless the sampler checks for interruption
-    runs_before = host.log_text().count("HunyuanPortrait sampling")
-    prompt_id = host.queue_prompt(prompt)
-    deadline = time.monotonic() + 300
-    while host.log_text().count("HunyuanPortrait sampling") == runs_before:
-        assert prompt_id not in host.get_json(f"/history/{prompt_id}"), host.log_tail()
-        assert time.monotonic() < deadline, host.log_tail()
-        time.sleep(0.2)
-    time.sleep(2)
-    host.post_json("/interrupt", {})
-    entry = host.wait_history(prompt_id, timeout=120)
+    entry = interrupt_once_started(host, prompt, "HunyuanPortrait sampling", after=2)
     interrupted = [data for event, data in entry["status"]["messages"] if event == "execution_interrupted"]
     assert interrupted and interrupted[0]["node_type"] == "FYE_HunyuanPortraitAnimate", entry["status"]

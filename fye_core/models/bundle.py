@@ -41,7 +41,8 @@ def _is_fye_file(path: Path) -> bool:
         return False
 
 
-def _find_fye(folder: Path) -> Path | dict[str, Path] | None:
+def find_fye_weights(folder: Path) -> Path | dict[str, Path] | None:
+    """The FYE weights in a folder: our file, else a complete official or kijai set; None without."""
     ours = sorted(p for p in folder.glob("*.safetensors") if _is_fye_file(p))
     if ours:
         return ours[0]
@@ -59,7 +60,7 @@ def locate_model_files(folder: str | os.PathLike) -> ModelFiles:
     if not folder.is_dir():
         raise FYEInputError(f"models folder not found: {folder}")
     found = {
-        "fye": _find_fye(folder),
+        "fye": find_fye_weights(folder),
         "vae": next((folder / name for name in VAE_FOLDERS if (folder / name / "config.json").is_file()), None),
         "clip": next((folder / name for name in CLIP_FOLDERS if (folder / name / "config.json").is_file()), None),
     }
@@ -83,7 +84,7 @@ def locate_fye_weights(path: str | os.PathLike) -> Path | dict[str, Path]:
     path = Path(path)
     if _is_fye_file(path):
         return path
-    siblings = _find_fye(path.parent)
+    siblings = find_fye_weights(path.parent)
     if isinstance(siblings, dict) and path in siblings.values():
         return siblings
     raise FYEInputError(f"{path} is not an FYE model file and has no complete official set beside it; use "

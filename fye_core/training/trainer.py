@@ -24,7 +24,7 @@ from torch import nn
 from ..animate import load_diffusers_vae
 from ..errors import FYEInputError
 from ..models import FYEModels, load_fye
-from ..models.bundle import locate_fye_weights, locate_model_files
+from ..models.bundle import WHERE, find_fye_weights, locate_fye_weights, locate_model_files
 from ..models.checkpoints import load_official
 from ..models.configs import LATENT_CHANNELS
 from ..models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
@@ -86,7 +86,9 @@ def load_initial_models(config: TrainingConfig) -> FYEModels:
     """The weights a run starts from (``init``), with the Q-Former and masked-latent input the config asks
     for added when they lack them."""
     init = Path(config.init)
-    weights = locate_model_files(init).fye if init.is_dir() else locate_fye_weights(init)
+    weights = find_fye_weights(init) if init.is_dir() else locate_fye_weights(init)
+    if weights is None:
+        raise FYEInputError(f"{init} holds no FYE weights; put into it {WHERE['fye']}")
     models = load_fye(weights) if isinstance(weights, Path) else load_official(weights)
     models.to(dtype=torch.float32)
     if config.qformer is not None and models.qformer is None:
@@ -203,10 +205,12 @@ class Trainer:
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation,
             # stage 1 leaves parts of the ReferenceNet unused (nothing after its last feature is computed)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        state = None
+        state = folder = None
         if resume is not None:
-            state = load_checkpoint(resolve_resume(resume))
-            self.models = load_fye(Path(resolve_resume(resume)) / MODELS_FILE).to(dtype=torch.float32)
+            folder = resolve_resume(resume)
+            state = load_checkpoint(folder)
+            check_same_run(state.config, config, folder)
+            self.models = load_fye(folder / MODELS_FILE).to(dtype=torch.float32)
         else:
             self.models = load_initial_models(config)
         device = self.accelerator.device
@@ -236,13 +240,15 @@ class Trainer:
         self.network, self.optimizer = self.accelerator.prepare(network, optimizer)
         self.step = 0
         if state is not None:
-            self._restore(state, Path(resolve_resume(resume)))
+            self._restore(state, folder)
         self._dataset: FaceClipDataset | None = None
-        self._bypass = motion_modules_bypassed(self.models) if config.stage == 1 else contextlib.nullcontext()
-        self._bypass.__enter__()
+        self._hooks = contextlib.ExitStack()
+        if config.stage == 1:
+            self._hooks.enter_context(motion_modules_bypassed(self.models))
 
     def close(self) -> None:
-        self._bypass.__exit__(None, None, None)
+        """Gives the networks back as they were loaded (motion modules on)."""
+        self._hooks.close()
 
     @property
     def dataset(self) -> FaceClipDataset:
@@ -276,8 +282,9 @@ class Trainer:
         images = frames.to(self.accelerator.device).float().div(255)
         return self.codec.encode(images).float()
 
-    def inputs(self, batch: dict, generator: torch.Generator) -> StepInputs:
-        """The frozen encoders' outputs and the step's random draws for a collated batch of samples."""
+    def inputs(self, batch: dict, generator: torch.Generator, dropout: bool = True) -> StepInputs:
+        """The frozen encoders' outputs and the step's random draws for a collated batch of samples
+        (``dropout``: classifier-free dropout with ``uncond_probability``)."""
         device = self.accelerator.device
         target = batch["target"]
         items, frames = target.shape[:2]
@@ -287,7 +294,7 @@ class Trainer:
             tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
         timesteps = torch.randint(0, len(self.alphas_cumprod), (items,), generator=generator)
         noise = torch.randn(latents.shape, generator=generator)
-        dropped = torch.rand(items, generator=generator) < self.config.uncond_probability
+        dropped = torch.rand(items, generator=generator) < (self.config.uncond_probability if dropout else 0)
         known = None
         if self.models.unet.takes_masked_latents and self.config.stage == 2:
             known = progressive_known_frames(items, frames, generator, self.config.known_frame_probability,
@@ -335,21 +342,12 @@ class Trainer:
         sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
         for item in items:
             batch = torch.utils.data.default_collate([self.dataset[item]])
-            generator = step_generator(seed, 0, 0, item, VALIDATION_DRAWS)
-            inputs = self.inputs(batch, generator)
-            if inputs.plain_items:
-                inputs.clip_tokens = self._reference_tokens(batch)
-                inputs.plain_items = 0
+            inputs = self.inputs(batch, step_generator(seed, 0, 0, item, VALIDATION_DRAWS), dropout=False)
             with torch.no_grad():
                 losses = self.network(inputs)
             for key in sums:
                 sums[key] += float(losses[key]) / len(items)
         return sums
-
-    def _reference_tokens(self, batch: dict) -> torch.Tensor:
-        with torch.no_grad():
-            tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
-        return tokens.float().to(self.accelerator.device)
 
     def save(self) -> Path:
         """A checkpoint of the current step (main process only writes)."""
@@ -392,6 +390,18 @@ class Trainer:
             if self.step % config.save_every == 0 or self.step == config.steps:
                 last = self.save()
         return last
+
+
+RUN_KEYS = ("stage", "size", "clip_frames", "masked_latents", "seed", "batch_size", "gradient_accumulation")
+
+
+def check_same_run(saved: dict, config: TrainingConfig, folder: Path) -> None:
+    """A resumed run must draw the same samples and train the same parameters (steps may grow)."""
+    changed = [f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RUN_KEYS
+               if saved.get(key) != getattr(config, key)]
+    if changed:
+        raise FYEInputError(f"{folder} was trained with other settings ({'; '.join(changed)}); resume with its "
+                            "settings, or start a new run from its models.safetensors as init")
 
 
 def resolve_resume(path: str | Path) -> Path:
