@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from conftest import golden_track
 from PIL import Image
 from shared_data import shared_path
@@ -122,7 +123,11 @@ def test_gradient_checkpointing_and_bf16_train_the_same_networks(tmp_path):
     assert recomputed == pytest.approx(plain, rel=1e-6)
     for name, weight in plain_weights.items():
         torch.testing.assert_close(recomputed_weights[name], weight, rtol=0, atol=1e-6, msg=name)
-    bf16, _ = first_step(mixed_precision="bf16")
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate fixes the precision once per process
+    try:
+        bf16, _ = first_step(mixed_precision="bf16")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert bf16 == pytest.approx(plain, rel=0.05)
 
 
