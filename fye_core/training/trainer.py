@@ -282,9 +282,10 @@ class Trainer:
         images = frames.to(self.accelerator.device).float().div(255)
         return self.codec.encode(images).float()
 
-    def inputs(self, batch: dict, generator: torch.Generator, dropout: bool = True) -> StepInputs:
+    def inputs(self, batch: dict, generator: torch.Generator, dropout: bool = True,
+               timesteps: torch.Tensor | None = None) -> StepInputs:
         """The frozen encoders' outputs and the step's random draws for a collated batch of samples
-        (``dropout``: classifier-free dropout with ``uncond_probability``)."""
+        (``dropout``: classifier-free dropout with ``uncond_probability``; ``timesteps``: given, not drawn)."""
         device = self.accelerator.device
         target = batch["target"]
         items, frames = target.shape[:2]
@@ -292,7 +293,8 @@ class Trainer:
             latents = self._encode(target.flatten(0, 1)).unflatten(0, (items, frames)).transpose(1, 2)
             reference_latents = self._encode(batch["reference"])
             tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
-        timesteps = torch.randint(0, len(self.alphas_cumprod), (items,), generator=generator)
+        drawn = torch.randint(0, len(self.alphas_cumprod), (items,), generator=generator)
+        timesteps = drawn if timesteps is None else timesteps
         noise = torch.randn(latents.shape, generator=generator)
         dropped = torch.rand(items, generator=generator) < (self.config.uncond_probability if dropout else 0)
         known = None
@@ -337,12 +339,16 @@ class Trainer:
         return {key: value / self.config.gradient_accumulation for key, value in sums.items()}
 
     def validation_loss(self, items: list[int], seed: int = 0) -> dict[str, float]:
-        """The loss terms on dataset ``items`` with fixed noise, timesteps and no dropout (comparable across
-        steps)."""
+        """The loss terms on dataset ``items`` with fixed noise and no dropout, comparable across steps: the
+        items' timesteps are spread evenly over the schedule (a stratified estimate of the expected loss
+        under training's uniform timesteps)."""
         sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
-        for item in items:
+        count = len(self.alphas_cumprod)
+        for index, item in enumerate(items):
             batch = torch.utils.data.default_collate([self.dataset[item]])
-            inputs = self.inputs(batch, step_generator(seed, 0, 0, item, VALIDATION_DRAWS), dropout=False)
+            timestep = torch.tensor([int((index + 0.5) * count / len(items))])
+            inputs = self.inputs(batch, step_generator(seed, 0, 0, item, VALIDATION_DRAWS), dropout=False,
+                                 timesteps=timestep)
             with torch.no_grad():
                 losses = self.network(inputs)
             for key in sums:
