@@ -373,16 +373,14 @@ def _hunyuan_faces(args, portrait: np.ndarray, name: str):
 
 
 def run_hunyuan_animate(args) -> int:
-    from .hunyuan.arcface import NO_IDENTITY
     from .hunyuan.loader import locate_files
     from .hunyuan.pipeline import (
         SIZE_MULTIPLE,
         HunyuanOptions,
         animate_frames,
-        appearance_tokens,
         encode_driving,
-        identity_embedding,
         load_hunyuan_portrait,
+        reference_tokens,
         truncated_uint8,
     )
     from .hunyuan.preprocess import paste_back as paste_back_official
@@ -403,10 +401,8 @@ def run_hunyuan_animate(args) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     backend = load_hunyuan_portrait(args.models, dtype, args.device)
     models = backend.models
-    if backend.arcface is None:
-        print(NO_IDENTITY, file=sys.stderr)
-    tokens = appearance_tokens(models, reference.crop,
-                               identity_embedding(backend.arcface, reference.crop, reference.face.points))
+    tokens, identity = reference_tokens(backend, reference.crop, lambda: reference.face.points)
+    print(identity, file=sys.stderr)
     crop = reference.crop
     if args.size != INFERENCE.image_size:
         crop = np.asarray(Image.fromarray(crop).resize((args.size, args.size), Image.BICUBIC))

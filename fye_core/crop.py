@@ -135,7 +135,7 @@ def crop_face(image: np.ndarray, crop: FaceCrop) -> np.ndarray:
     if crop.letterboxed:
         return letterbox(image, crop.out_width)
     box = (crop.left, crop.top, crop.left + crop.width, crop.top + crop.height)
-    return np.asarray(Image.fromarray(image).resize((crop.out_width, crop.out_height), Image.BICUBIC, box=box))
+    return np.array(Image.fromarray(image).resize((crop.out_width, crop.out_height), Image.BICUBIC, box=box))
 
 
 def _covered_region(crop: FaceCrop) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:

@@ -37,7 +37,7 @@ def letterbox(image: np.ndarray, size: int = 512) -> np.ndarray:
     img = img.resize((int(img.width * scale), int(img.height * scale)))
     half = size // 2
     cx, cy = img.width // 2, img.height // 2
-    return np.asarray(img.crop((cx - half, cy - half, cx - half + size, cy - half + size)))
+    return np.array(img.crop((cx - half, cy - half, cx - half + size, cy - half + size)))
 
 
 def snap_to_multiple_of_8(image: np.ndarray) -> np.ndarray:

@@ -15,11 +15,10 @@ from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
 from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
-from .models import FOLDER
+from .models import DTYPES, FOLDER, loader_placement
 
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class FYENetworks(torch.nn.Module):
@@ -70,12 +69,7 @@ class LoadModels(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, dtype) -> io.NodeOutput:
-        load_device = comfy.model_management.get_torch_device()
-        offload_device = comfy.model_management.unet_offload_device()
-        if dtype == "auto":
-            dtype = comfy.model_management.unet_dtype(load_device)
-        else:
-            dtype = DTYPES[dtype]
+        load_device, offload_device, dtype = loader_placement(dtype)
         weights = locate_fye_weights(folder_paths.get_full_path_or_raise(FOLDER, model))
         models = load_fye_models(weights, dtype, offload_device)
         return io.NodeOutput(comfy.model_patcher.ModelPatcher(FYENetworks(models), load_device, offload_device))

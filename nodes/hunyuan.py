@@ -12,7 +12,6 @@ import torch
 from comfy_api.latest import io
 
 from ..fye_core.errors import FYEInputError
-from ..fye_core.hunyuan.arcface import NO_IDENTITY
 from ..fye_core.hunyuan.config import INFERENCE
 from ..fye_core.hunyuan.face import MediaPipeFaces, faces_from_track, track_face
 from ..fye_core.hunyuan.loader import locate_files
@@ -20,17 +19,15 @@ from ..fye_core.hunyuan.pipeline import (
     HunyuanOptions,
     HunyuanPortrait,
     animate_frames,
-    appearance_tokens,
     check_reference,
     encode_driving,
-    identity_embedding,
     load_hunyuan_portrait,
+    reference_tokens,
 )
 from ..fye_core.image import images_to_uint8
-from .animate import DTYPES
 from .convert import FrameProgress
 from .landmarks import FaceTrackType, face_detector
-from .models import hunyuan_dirs
+from .models import DTYPES, hunyuan_dirs, loader_placement
 
 CATEGORY = "FollowYourEmoji/HunyuanPortrait"
 HunyuanPortraitType = io.Custom("FYE_HUNYUAN_PORTRAIT")
@@ -88,9 +85,7 @@ class LoadHunyuanPortrait(io.ComfyNode):
         folders = weight_folders()
         if weights not in folders:
             raise FYEInputError(f"no HunyuanPortrait weights folder {weights!r} in {', '.join(hunyuan_dirs())}")
-        load_device = comfy.model_management.get_torch_device()
-        offload_device = comfy.model_management.unet_offload_device()
-        dtype = comfy.model_management.unet_dtype(load_device) if dtype == "auto" else DTYPES[dtype]
+        load_device, offload_device, dtype = loader_placement(dtype)
         backend = load_hunyuan_portrait(folders[weights], dtype, offload_device)
         return io.NodeOutput(comfy.model_patcher.ModelPatcher(HunyuanNetworks(backend), load_device, offload_device))
 
@@ -158,16 +153,11 @@ class HunyuanPortraitAnimate(io.ComfyNode):
         comfy.model_management.load_models_gpu([hunyuan_portrait])
         backend = hunyuan_portrait.model.backend
         models = backend.models
-        report = [f"driving: {faces.report()}"]
-        identity = None
+        tokens, identity = reference_tokens(backend, reference_u8, lambda: reference_points(reference_u8,
+                                                                                            reference_track))
         if backend.arcface is None:
-            log.warning(NO_IDENTITY)
-            report.append(NO_IDENTITY)
-        else:
-            identity = identity_embedding(backend.arcface, reference_u8, reference_points(reference_u8,
-                                                                                          reference_track))
-            report.append(f"identity: ArcFace ({backend.arcface.path.name})")
-        tokens = appearance_tokens(models, reference_u8, identity)
+            log.warning(identity)
+        report = [f"driving: {faces.report()}", identity]
         encoding = FrameProgress(len(driving))
         frames = (images_to_uint8(driving[index:index + 1])[0] for index in range(len(driving)))
         motion = encode_driving(models, frames, faces, options.window,

@@ -2,11 +2,14 @@
 set of HunyuanPortrait weights), plus any such entries of extra_model_paths.yaml."""
 import os
 
+import comfy.model_management
 import folder_paths
+import torch
 
 FOLDER = "fye"
 HUNYUAN_FOLDER = "hunyuan_portrait"
 EXTENSIONS = {*folder_paths.supported_pt_extensions, ".task"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_model_folder() -> None:
@@ -23,3 +26,12 @@ def model_dirs() -> list[str]:
 
 def hunyuan_dirs() -> list[str]:
     return folder_paths.get_folder_paths(HUNYUAN_FOLDER)
+
+
+def loader_placement(dtype: str) -> tuple[torch.device, torch.device, torch.dtype]:
+    """A loader's load and offload devices (ComfyUI's, for UNets) and its dtype: one of ``DTYPES``, or ``auto``
+    for what ComfyUI uses for UNets on the load device."""
+    load_device = comfy.model_management.get_torch_device()
+    offload_device = comfy.model_management.unet_offload_device()
+    return load_device, offload_device, comfy.model_management.unet_dtype(load_device) if dtype == "auto" \
+        else DTYPES[dtype]

@@ -98,3 +98,18 @@ def write_random_clip_vision(path):
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SD_IMAGE_VARIATIONS_ENCODER_CONFIG))
     save_file({key: tensor.half().contiguous() for key, tensor in model.state_dict().items()}, str(path))
     return path
+
+
+def write_arcface_stand_in(path, features: int = 512, input_name: str = "data"):
+    """A tiny seeded network on 112 x 112 faces exported to ONNX (``input_name``: Arc2Face's ``data``,
+    insightface's ``input.1``); returns the torch network."""
+    import warnings
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(8 * 27 * 27, features)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, (torch.zeros(1, 3, 112, 112),), str(path), dynamo=False,
+                          input_names=[input_name])
+    return network

@@ -3,13 +3,13 @@ videos (a driving video against itself, a frame-shuffled copy and, for portraits
 import functools
 import json
 import sys
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from models_fixtures import write_arcface_stand_in
 from shared_data import VIDEOS, shared_path
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.transform import SimilarityTransform
@@ -391,13 +391,7 @@ def test_arcface_alignment_and_identity_similarity(tmp_path, monkeypatch, detect
 
 def test_an_arcface_onnx_model_runs_in_onnxruntime(tmp_path):
     """The insightface input convention through a real ONNX session, on a tiny seeded stand-in network."""
-    torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
-                                  torch.nn.Linear(8 * 27 * 27, 16)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(network, (torch.zeros(1, 3, 112, 112),), str(tmp_path / "arcface.onnx"), dynamo=False,
-                          input_names=["input.1"])
+    network = write_arcface_stand_in(tmp_path / "arcface.onnx", features=16, input_name="input.1")
     embed = load_arcface(tmp_path / "arcface.onnx")
     faces = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     with torch.no_grad():

@@ -1,12 +1,12 @@
 """The HunyuanPortrait pipeline from uint8 inputs against the official code (golden/hunyuanportrait: the motion
 path from the driving frames, run d1 end to end, the chunked decode), and the optional ArcFace model."""
 import sys
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from hunyuan_models_fixtures import calls, fixtures, golden_path, load_tiny_hunyuan, tiny_config, tolerance
+from models_fixtures import write_arcface_stand_in
 from test_hunyuan_models import ROTATION, released_folder
 
 from fye_core.errors import FYEInputError
@@ -127,17 +127,6 @@ def test_one_frame_out_per_driving_frame_in_zero_to_one(tiny, golden, driving_to
 def test_options_are_checked():
     with pytest.raises(FYEInputError, match=r"the window overlap must be in \[0, 25\), got 25"):
         HunyuanOptions(overlap=25)
-
-
-def write_arcface_stand_in(path):
-    """A tiny seeded network exported to ONNX with the input name of Arc2Face's arcface.onnx."""
-    torch.manual_seed(0)
-    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
-                                  torch.nn.Linear(8 * 27 * 27, 512)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(network, (torch.zeros(1, 3, 112, 112),), str(path), dynamo=False, input_names=["data"])
-    return network
 
 
 def test_arcface_gets_the_official_input_and_is_normalised(tmp_path, golden):

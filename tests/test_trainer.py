@@ -28,7 +28,7 @@ def overfit(config, steps: int) -> tuple[dict, dict]:
     trainer = Trainer(config)
     try:
         before = trainer.validation_loss(VALIDATION_ITEMS)
-        batches = trainer._batches(0)
+        batches = trainer.batches()
         for _ in range(steps):
             trainer.train_step(batches)
         return before, trainer.validation_loss(VALIDATION_ITEMS)
@@ -114,7 +114,7 @@ def test_gradient_checkpointing_and_bf16_train_the_same_networks(tmp_path):
         trainer = Trainer(tiny_training_config(tmp_path, stage=1, frames=2, steps=1, learning_rate=1e-3,
                                                uncond_probability=0.5, **overrides))
         try:
-            losses = trainer.train_step(trainer._batches(0))
+            losses = trainer.train_step(trainer.batches())
             return losses, {name: parameter.detach().clone() for name, parameter in trainer.trained}
         finally:
             trainer.close()

@@ -10,14 +10,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import FYEInputError
-from .arcface import ArcFace, arcface_file
+from .arcface import NO_IDENTITY, ArcFace, arcface_file
 from .config import INFERENCE
 from .face import DrivingFaces
 from .loader import HunyuanModels, load_hunyuan_dir
@@ -84,10 +84,15 @@ def load_hunyuan_portrait(folder: str | os.PathLike, dtype: torch.dtype = torch.
     return HunyuanPortrait(models, None if identity_file is None else ArcFace(identity_file))
 
 
-def identity_embedding(arcface: ArcFace | None, image: np.ndarray, points: np.ndarray) -> torch.Tensor | None:
-    """The ArcFace embedding (1, 512) of the face with five ``points`` in ``image`` (uint8), None without
-    ArcFace (the official zero embedding)."""
-    return None if arcface is None else arcface(arcface_input(image, points))
+def reference_tokens(backend: HunyuanPortrait, image: np.ndarray,
+                     face_points: Callable[[], np.ndarray]) -> tuple[torch.Tensor, str]:
+    """The appearance tokens of the reference crop (uint8) with its ArcFace identity when the backend has
+    ArcFace (the five points of ``face_points()`` are only asked for then), else with the official zero
+    embedding; and a line saying which."""
+    if backend.arcface is None:
+        return appearance_tokens(backend.models, image), NO_IDENTITY
+    identity = backend.arcface(arcface_input(image, face_points()))
+    return appearance_tokens(backend.models, image, identity), f"identity: ArcFace ({backend.arcface.path.name})"
 
 
 def appearance_tokens(models: HunyuanModels, image: np.ndarray, identity: torch.Tensor | None = None) -> torch.Tensor:

@@ -118,7 +118,7 @@ class FaceClipDataset:
         crop = centre_crop(track.width, track.height, self.size)
         points = crop.from_source(track.landmarks[clip, :, :2] * [track.width, track.height])
         return {
-            "reference": np.array(crop_face(frames[reference], crop)),  # writable, for torch
+            "reference": crop_face(frames[reference], crop),
             "target": np.stack([crop_face(frames[i], crop) for i in clip]),
             "landmarks": render_expression_landmarks(points, self.size, self.size),
             "expression_mask": expression_mask(points, self.size, self.size),

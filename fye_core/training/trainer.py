@@ -222,8 +222,7 @@ class Trainer:
         for network in self.models.networks().values():
             network.requires_grad_(False).train()
         self.trained = trainable_parameters(self.models, config.stage)
-        for _, parameter in self.trained:
-            parameter.requires_grad_(True)
+        self.trained_parameters = [parameter.requires_grad_(True) for _, parameter in self.trained]
         self.models.unet.set_conditioning_cache(False)  # the weights change every step
         if config.gradient_checkpointing:
             self.models.unet.enable_gradient_checkpointing()
@@ -233,9 +232,9 @@ class Trainer:
         if config.ema_decay:
             from diffusers.training_utils import EMAModel
 
-            self.ema = EMAModel([p for _, p in self.trained], decay=config.ema_decay)
+            self.ema = EMAModel(self.trained_parameters, decay=config.ema_decay)
         network = TrainingNetworks(self.models, config.ffg_weight)
-        optimizer = torch.optim.AdamW([p for _, p in self.trained], lr=config.learning_rate,
+        optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
                                       weight_decay=config.weight_decay)
         self.network, self.optimizer = self.accelerator.prepare(network, optimizer)
         self.step = 0
@@ -271,7 +270,8 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state.scaler)
         self.step = state.step
 
-    def _batches(self, first_step: int) -> Iterator[dict]:
+    def batches(self, first_step: int = 0) -> Iterator[dict]:
+        """The micro-batches from optimizer step ``first_step`` on (the ones before are skipped unread)."""
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.batch_size,
                                              num_workers=self.config.dataloader_workers)
         loader = self.accelerator.prepare(loader)
@@ -328,13 +328,13 @@ class Trainer:
                 losses = self.network(inputs)
                 self.accelerator.backward(losses["total"])
                 if self.accelerator.sync_gradients and self.config.max_grad_norm:
-                    self.accelerator.clip_grad_norm_([p for _, p in self.trained], self.config.max_grad_norm)
+                    self.accelerator.clip_grad_norm_(self.trained_parameters, self.config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             for key in sums:
                 sums[key] += float(self.accelerator.gather(losses[key].detach()[None]).mean())
         if self.ema is not None:
-            self.ema.step([p for _, p in self.trained])
+            self.ema.step(self.trained_parameters)
         self.step += 1
         return {key: value / self.config.gradient_accumulation for key, value in sums.items()}
 
@@ -366,7 +366,7 @@ class Trainer:
             scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
             state = TrainingState(step=self.step, optimizer=self.optimizer.state_dict(), ema=ema_state,
                                   scaler=scaler, config=json.loads(self.config.to_json()))
-            save_checkpoint(folder, self.models, state, self.ema, [p for _, p in self.trained])
+            save_checkpoint(folder, self.models, state, self.ema, self.trained_parameters)
             prune_checkpoints(self.output, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         return folder
@@ -376,10 +376,10 @@ class Trainer:
         config = self.config
         if self.step >= config.steps:
             raise FYEInputError(f"the run is already at step {self.step} of {config.steps}; raise steps to go on")
-        batches = self._batches(self.step)
+        batches = self.batches(self.step)
         if self.accelerator.is_main_process:
             self.output.mkdir(parents=True, exist_ok=True)
-            print(f"stage {config.stage} ({STAGES[config.stage]}): {sum(p.numel() for _, p in self.trained):,} "
+            print(f"stage {config.stage} ({STAGES[config.stage]}): {sum(p.numel() for p in self.trained_parameters):,} "
                   f"parameters trained, steps {self.step + 1}-{config.steps}, "
                   f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}", file=sys.stderr)
         last = None
