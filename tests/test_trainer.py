@@ -43,13 +43,22 @@ def test_stage_1_overfits_a_few_frames_with_the_q_former(tmp_path):
 
 
 def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
-    """Only the motion modules and conv_in learn here, on the tiny network's frozen random spatial layers:
-    L_FFG falls to a quarter, L_LDM to 0.57 of its start in these steps and levels off near 0.51 (250 steps,
-    also with a cosine decay): the low-timestep samples need the noise itself, which the frozen layers do not
-    pass on."""
-    config = tiny_training_config(tmp_path, stage=2, frames=4, steps=100, learning_rate=2e-3, masked_latents=True)
+    """Stage 2 starts from stage-1 weights, as in the paper: here a stage-1 run of the tiny networks on another
+    face (fye_temple), so that the frozen spatial layers are trained ones and the motion modules (with the
+    widened conv_in) must learn lp_d0's clip through them. From the random golden networks the frozen random
+    output layers cap L_LDM near half its start whatever the motion modules learn."""
+    pretraining = Trainer(tiny_training_config(tmp_path, stage=1, frames=4, video="fye_temple", steps=250,
+                                               learning_rate=5e-4))
+    try:
+        stage_1 = pretraining.run() / MODELS_FILE
+    finally:
+        pretraining.close()
+    models = tmp_path / "models"
+    config = tiny_training_config(tmp_path, stage=2, frames=4, steps=120, learning_rate=2e-3, masked_latents=True,
+                                  init=str(stage_1), vae=str(models / "sd-vae-ft-mse"),
+                                  clip=str(models / "image_encoder"))
     before, after = overfit(config, config.steps)
-    assert after["ffg"] <= before["ffg"] / 2 and after["ldm"] <= 0.7 * before["ldm"], (before, after)
+    assert after["ldm"] <= before["ldm"] / 2 and after["ffg"] <= before["ffg"] / 2, (before, after)
 
 
 def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(tmp_path):

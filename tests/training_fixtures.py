@@ -1,4 +1,4 @@
-"""Tiny training runs: the golden tiny networks, a few frames of the shared driving video, 128 px crops."""
+"""Tiny training runs: the golden tiny networks, a few frames of a shared driving video, 128 px crops."""
 from pathlib import Path
 
 from models_fixtures import write_tiny_models_dir
@@ -10,22 +10,22 @@ from fye_core.video import read_video, write_video
 TINY_QFORMER = {"hidden_dims": 64, "depth": 1, "dim_head": 16, "heads": 2, "num_queries": 4, "ffn_ratio": 2}
 
 
-def few_frames_folder(folder: Path, frames: int) -> Path:
-    """A video folder holding the first ``frames`` frames of lp_d0."""
+def few_frames_folder(folder: Path, frames: int, video: str = "lp_d0") -> Path:
+    """A video folder holding the first ``frames`` frames of a shared driving video."""
     folder.mkdir(parents=True, exist_ok=True)
-    video, fps = read_video(shared_path("data", VIDEOS["lp_d0"]), max_frames=frames)
-    write_video(folder / "lp_d0_start.mp4", iter(video), fps)
+    clip, fps = read_video(shared_path("data", VIDEOS[video]), max_frames=frames)
+    write_video(folder / f"{video}_start.mp4", iter(clip), fps)
     return folder
 
 
-def tiny_training_config(root: Path, stage: int, frames: int, **overrides) -> TrainingConfig:
-    """A run in ``root`` from the tiny models (written once per root) on ``frames`` frames of lp_d0."""
+def tiny_training_config(root: Path, stage: int, frames: int, video: str = "lp_d0", **overrides) -> TrainingConfig:
+    """A run in ``root`` from the tiny models (written once per root) on ``frames`` frames of ``video``."""
     models = root / "models"
     if not models.is_dir():
         write_tiny_models_dir(models)
-    videos = root / f"videos-{frames}"
+    videos = root / f"videos-{video}-{frames}"
     if not videos.is_dir():
-        few_frames_folder(videos, frames)
+        few_frames_folder(videos, frames, video)
     settings = {"stage": stage, "videos": str(videos), "output": str(root / f"run-stage{stage}"), "init": str(models),
                 "size": 128, "clip_frames": frames, "weight_decay": 0.0, "uncond_probability": 0.0,
                 "log_every": 1, "save_every": 1000}
