@@ -143,7 +143,9 @@ def test_an_interrupted_progressive_run_resumes_to_the_same_video(tmp_path):
     assert not (tmp_path / "whole.mp4.parts").exists()  # removed once the video is written
 
     out, parts = tmp_path / "resumed.mp4", tmp_path / "resumed.mp4.parts"
-    process = subprocess.Popen([FYE, *map(str, args), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action even when the suite itself runs in the background (which ignores SIGINT)
+    process = subprocess.Popen([FYE, *map(str, args), "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while len(list(parts.glob("clip-*.safetensors"))) < 3:
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)
