@@ -10,7 +10,7 @@ from conftest import golden_track
 from PIL import Image
 from shared_data import shared_path
 from test_cli import run_fye
-from training_fixtures import TINY_QFORMER, tiny_training_config, train_tiny_checkpoint
+from training_fixtures import TINY_QFORMER, few_frames_folder, tiny_training_config, train_tiny_checkpoint
 
 from fye_core.errors import FYEInputError
 from fye_core.landmarks import save_template
@@ -20,18 +20,17 @@ from fye_core.training.state import MODELS_FILE, checkpoints
 from fye_core.training.trainer import Trainer
 from fye_core.video import read_video
 
-VALIDATION_ITEMS = list(range(8))
-
 
 def overfit(config, steps: int) -> tuple[dict, dict]:
-    """Validation loss terms (fixed noise and timesteps) before and after ``steps`` steps."""
+    """Validation loss terms (8 samples of the training video, fixed noise and timesteps) before and after
+    ``steps`` steps."""
     trainer = Trainer(config)
     try:
-        before = trainer.validation_loss(VALIDATION_ITEMS)
+        before = trainer.validation_loss()
         batches = trainer.batches()
         for _ in range(steps):
             trainer.train_step(batches)
-        return before, trainer.validation_loss(VALIDATION_ITEMS)
+        return before, trainer.validation_loss()
     finally:
         trainer.close()
 
@@ -64,12 +63,14 @@ def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
 def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(tmp_path):
     config = tiny_training_config(tmp_path, stage=2, frames=4, steps=3, learning_rate=1e-3, masked_latents=True,
                                   ema_decay=0.9, gradient_accumulation=2, uncond_probability=0.5, save_every=2,
-                                  keep_checkpoints=0)
+                                  keep_checkpoints=0, validate_every=2, validation_samples=2,
+                                  validation_videos=str(few_frames_folder(tmp_path / "held-out", 4, "fye_temple")))
     trainer = Trainer(config)
     trainer.run()
     trainer.close()
     output = tmp_path / "run-stage2"
     uninterrupted = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in uninterrupted if "validation_ldm" in record] == [0, 2, 3]
     second, third = checkpoints(output)
     final = {name: load_fye(third / name).unet.state_dict() for name in (MODELS_FILE, "ema.safetensors")}
 
@@ -79,7 +80,8 @@ def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(t
     assert resumed.step == 2
     resumed.run()
     resumed.close()
-    assert [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()][-1] == uninterrupted[-1]
+    log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert log[len(uninterrupted):] == uninterrupted[-2:]  # step 3's training and validation losses
     for name, expected in final.items():
         again = load_fye(third / name).unet.state_dict()
         assert all(torch.equal(again[key], expected[key]) for key in expected), name

@@ -20,6 +20,8 @@ EXAMPLE = """example config (TOML; relative paths are relative to the file):
   gradient_accumulation = 8
   mixed_precision = "bf16"
   gradient_checkpointing = true
+  validate_every = 500       # validation losses on held-out videos, logged with the training losses
+  validation_videos = "data/held_out"
   [qformer]                  # optional: train the paper's Q-Former too
 
 stage 2 then starts from stage 1:  init = "runs/stage1/checkpoint-0030000/models.safetensors"

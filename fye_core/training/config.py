@@ -54,6 +54,12 @@ class TrainingConfig:
     seed: int = _key(0, "seeds the samples, noise, timesteps, dropout and masking of every step")
     dataloader_workers: int = _key(0, "worker processes decoding videos")
     log_every: int = _key(10, "steps between log lines (stdout and log.jsonl)")
+    validate_every: int = _key(0, "steps between validation losses (0 = off; also before the first step): both "
+                                  "loss terms on fixed samples with fixed noise, timesteps spread evenly over the "
+                                  "schedule and no dropout, logged as validation_ldm/_ffg/_total")
+    validation_videos: str = _key("", "held-out videos folder to validate on; default: samples of the training "
+                                      "videos (an overfitting check)")
+    validation_samples: int = _key(8, "samples per validation")
     save_every: int = _key(1000, "steps between checkpoints (and one at the end)")
     keep_checkpoints: int = _key(3, "newest checkpoints kept (0 = all)")
 
@@ -65,12 +71,15 @@ class TrainingConfig:
             problems.append(f"size must be a positive multiple of 8, got {self.size}")
         if self.mixed_precision not in MIXED_PRECISION:
             problems.append(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        for name in ("clip_frames", "steps", "batch_size", "gradient_accumulation", "log_every", "save_every"):
+        for name in ("clip_frames", "steps", "batch_size", "gradient_accumulation", "log_every", "save_every",
+                     "validation_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("known_frame_probability", "ends_strategy_probability", "uncond_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.validate_every < 0:
+            problems.append(f"validate_every must be 0 (off) or more, got {self.validate_every}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if problems:
@@ -117,7 +126,7 @@ def load_training_config(path: str | os.PathLike, overrides: dict | None = None)
     missing = sorted(name for name, f in known.items() if f.default is MISSING and name not in values)
     if missing:
         raise FYEInputError(f"the training config {path} lacks {missing}; see `fye train --help`")
-    for name in ("videos", "output", "init", "vae", "clip"):
+    for name in ("videos", "output", "init", "vae", "clip", "validation_videos"):
         if values.get(name):
             values[name] = str(path.parent / Path(values[name]).expanduser())
     return TrainingConfig(**values)

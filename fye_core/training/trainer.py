@@ -241,6 +241,7 @@ class Trainer:
         if state is not None:
             self._restore(state, folder)
         self._dataset: FaceClipDataset | None = None
+        self._validation_dataset: FaceClipDataset | None = None
         self._hooks = contextlib.ExitStack()
         if config.stage == 1:
             self._hooks.enter_context(motion_modules_bypassed(self.models))
@@ -258,6 +259,19 @@ class Trainer:
             self._dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
                                             length=config.steps * per_step, seed=config.seed)
         return self._dataset
+
+    @property
+    def validation_dataset(self) -> FaceClipDataset:
+        """``validation_samples`` samples of ``validation_videos``, or else the training dataset's first ones."""
+        if self._validation_dataset is None:
+            config = self.config
+            videos = self.dataset.videos
+            if config.validation_videos:
+                videos = load_training_videos(config.validation_videos, self.output / "tracks",
+                                              min_frames=config.frames)
+            self._validation_dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
+                                                       length=config.validation_samples, seed=config.seed)
+        return self._validation_dataset
 
     def _restore(self, state: TrainingState, folder: Path) -> None:
         self.optimizer.load_state_dict(state.optimizer)
@@ -338,22 +352,36 @@ class Trainer:
         self.step += 1
         return {key: value / self.config.gradient_accumulation for key, value in sums.items()}
 
-    def validation_loss(self, items: list[int], seed: int = 0) -> dict[str, float]:
-        """The loss terms on dataset ``items`` with fixed noise and no dropout, comparable across steps: the
-        items' timesteps are spread evenly over the schedule (a stratified estimate of the expected loss
-        under training's uniform timesteps)."""
+    def validation_loss(self, seed: int = 0) -> dict[str, float]:
+        """The loss terms on the validation samples with fixed noise and no dropout, comparable across steps:
+        the samples' timesteps are spread evenly over the schedule (a stratified estimate of the expected loss
+        under training's uniform timesteps). Runs in the calling process alone (the unwrapped networks)."""
+        network = self.accelerator.unwrap_model(self.network)
+        dataset = self.validation_dataset
         sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
         count = len(self.alphas_cumprod)
-        for index, item in enumerate(items):
-            batch = torch.utils.data.default_collate([self.dataset[item]])
-            timestep = torch.tensor([int((index + 0.5) * count / len(items))])
+        for item in range(len(dataset)):
+            batch = torch.utils.data.default_collate([dataset[item]])
+            timestep = torch.tensor([int((item + 0.5) * count / len(dataset))])
             inputs = self.inputs(batch, step_generator(seed, 0, 0, item, VALIDATION_DRAWS), dropout=False,
                                  timesteps=timestep)
             with torch.no_grad():
-                losses = self.network(inputs)
+                losses = network(inputs)
             for key in sums:
-                sums[key] += float(losses[key]) / len(items)
+                sums[key] += float(losses[key]) / len(dataset)
         return sums
+
+    def _log(self, record: dict) -> None:
+        print(json.dumps(record), flush=True)
+        with open(self.output / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _validate(self) -> None:
+        """Logs the validation loss terms of the current step (main process; the others wait)."""
+        if self.accelerator.is_main_process:
+            losses = self.validation_loss()
+            self._log({"step": self.step, **{f"validation_{k}": round(v, 6) for k, v in losses.items()}})
+        self.accelerator.wait_for_everyone()
 
     def save(self) -> Path:
         """A checkpoint of the current step (main process only writes)."""
@@ -383,16 +411,17 @@ class Trainer:
                   f"parameters trained, steps {self.step + 1}-{config.steps}, "
                   f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}", file=sys.stderr)
         last = None
+        if config.validate_every and self.step == 0:
+            self._validate()
         while self.step < config.steps:
             losses = self.train_step(batches)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise FloatingPointError(f"step {self.step}: the loss is not finite ({losses}); lower learning_rate "
                                          "or use mixed_precision = \"bf16\"")
             if self.accelerator.is_main_process and (self.step % config.log_every == 0 or self.step == config.steps):
-                record = {"step": self.step, **{k: round(v, 6) for k, v in losses.items()}}
-                print(json.dumps(record), flush=True)
-                with open(self.output / "log.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                self._log({"step": self.step, **{k: round(v, 6) for k, v in losses.items()}})
+            if config.validate_every and (self.step % config.validate_every == 0 or self.step == config.steps):
+                self._validate()
             if self.step % config.save_every == 0 or self.step == config.steps:
                 last = self.save()
         return last
