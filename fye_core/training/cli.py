@@ -26,6 +26,8 @@ EXAMPLE = """example config (TOML; relative paths are relative to the file):
 
 stage 2 then starts from stage 1:  init = "runs/stage1/checkpoint-0030000/models.safetensors"
 multi-GPU:  accelerate launch --multi_gpu --num_processes 8 -m fye_core.cli train --config stage1.toml
+CPU processes:  torchrun --nproc_per_node 2 -m fye_core.cli train --config stage1.toml
+N processes accumulating A micro-batches train as one accumulating N x A; --resume takes any such split.
 """
 
 
@@ -93,5 +95,6 @@ def run_train(args) -> int:
         last = trainer.run()
     finally:
         trainer.close()
-    print(f"trained to step {trainer.step}; checkpoint {last}", file=sys.stderr)
+    if trainer.accelerator.is_main_process:
+        print(f"trained to step {trainer.step}; checkpoint {last}", file=sys.stderr)
     return 0

@@ -42,7 +42,7 @@ class TrainingConfig:
                                                  "instead of the per-frame one")
     steps: int = _key(1000, "optimizer steps (the paper: 30000 in stage 1, 10000 in stage 2)")
     batch_size: int = _key(1, "samples per device and micro-batch")
-    gradient_accumulation: int = _key(1, "micro-batches per optimizer step")
+    gradient_accumulation: int = _key(1, "micro-batches per process and optimizer step")
     learning_rate: float = _key(1e-5, "AdamW learning rate")
     weight_decay: float = _key(1e-2, "AdamW weight decay")
     max_grad_norm: float = _key(1.0, "gradient clipping norm (0 = off)")

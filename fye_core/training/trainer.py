@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,10 +187,10 @@ class TrainingNetworks(nn.Module):
 TRAINING_DRAWS, VALIDATION_DRAWS = 0, 1
 
 
-def step_generator(seed: int, step: int, process: int, micro_batch: int, purpose: int = TRAINING_DRAWS
-                   ) -> torch.Generator:
-    """The random draws of one micro-batch, a function of where it is in the run only."""
-    state = np.random.SeedSequence((seed, purpose, step, process, micro_batch)).generate_state(1, np.uint64)
+def step_generator(seed: int, step: int, draw: int, purpose: int = TRAINING_DRAWS) -> torch.Generator:
+    """The random draws of one micro-batch, a function of where it is in the run only: ``draw`` numbers the
+    micro-batches of a step over all processes in the data loader's order."""
+    state = np.random.SeedSequence((seed, purpose, step, draw)).generate_state(1, np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> 1))
 
 
@@ -203,13 +204,16 @@ class Trainer:
         self.output = Path(config.output)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation,
+            # accelerate runs the processes of a distributed launch (torchrun, accelerate launch) as independent
+            # single-process runs when there is no GPU unless told to use the CPU (gloo)
+            cpu=int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.cuda.is_available(),
             # stage 1 leaves parts of the ReferenceNet unused (nothing after its last feature is computed)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         state = folder = None
         if resume is not None:
             folder = resolve_resume(resume)
             state = load_checkpoint(folder)
-            check_same_run(state.config, config, folder)
+            check_same_run(state.config, config, self.accelerator.num_processes, folder)
             self.models = load_fye(folder / MODELS_FILE).to(dtype=torch.float32)
         else:
             self.models = load_initial_models(config)
@@ -254,7 +258,8 @@ class Trainer:
     def dataset(self) -> FaceClipDataset:
         if self._dataset is None:
             config = self.config
-            videos = load_training_videos(config.videos, self.output / "tracks", min_frames=config.frames)
+            with self.accelerator.main_process_first():  # the other processes read the tracks it caches
+                videos = load_training_videos(config.videos, self.output / "tracks", min_frames=config.frames)
             per_step = config.batch_size * config.gradient_accumulation * self.accelerator.num_processes
             self._dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
                                             length=config.steps * per_step, seed=config.seed)
@@ -331,7 +336,11 @@ class Trainer:
             plain_items=int(dropped.sum()), known=None if known is None else ordered(known))
 
     def _generator(self, step: int, micro_batch: int) -> torch.Generator:
-        return step_generator(self.config.seed, step, self.accelerator.process_index, micro_batch)
+        # the sharded loader gives process p the batches p, p + n, ... of the one global order, so N processes
+        # with accumulation A draw as one process with accumulation N * A (same samples, same noise)
+        accelerator = self.accelerator
+        return step_generator(self.config.seed, step, micro_batch * accelerator.num_processes
+                              + accelerator.process_index)
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss terms."""
@@ -363,7 +372,7 @@ class Trainer:
         for item in range(len(dataset)):
             batch = torch.utils.data.default_collate([dataset[item]])
             timestep = torch.tensor([int((item + 0.5) * count / len(dataset))])
-            inputs = self.inputs(batch, step_generator(seed, 0, 0, item, VALIDATION_DRAWS), dropout=False,
+            inputs = self.inputs(batch, step_generator(seed, 0, item, VALIDATION_DRAWS), dropout=False,
                                  timesteps=timestep)
             with torch.no_grad():
                 losses = network(inputs)
@@ -393,7 +402,9 @@ class Trainer:
                 ema_state = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
             scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
             state = TrainingState(step=self.step, optimizer=self.optimizer.state_dict(), ema=ema_state,
-                                  scaler=scaler, config=json.loads(self.config.to_json()))
+                                  scaler=scaler,
+                                  config={**json.loads(self.config.to_json()),
+                                          "processes": self.accelerator.num_processes})
             save_checkpoint(folder, self.models, state, self.ema, self.trained_parameters)
             prune_checkpoints(self.output, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
@@ -427,13 +438,19 @@ class Trainer:
         return last
 
 
-RUN_KEYS = ("stage", "size", "clip_frames", "masked_latents", "seed", "batch_size", "gradient_accumulation")
+RUN_KEYS = ("stage", "size", "clip_frames", "masked_latents", "seed", "batch_size")
 
 
-def check_same_run(saved: dict, config: TrainingConfig, folder: Path) -> None:
-    """A resumed run must draw the same samples and train the same parameters (steps may grow)."""
+def check_same_run(saved: dict, config: TrainingConfig, processes: int, folder: Path) -> None:
+    """A resumed run must draw the same samples and train the same parameters (steps may grow). How a step's
+    micro-batches are split over processes and accumulation may change (e.g. half the GPUs, twice the
+    accumulation): their number may not."""
     changed = [f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RUN_KEYS
                if saved.get(key) != getattr(config, key)]
+    saved_split = saved["gradient_accumulation"], saved.get("processes", 1)
+    if saved_split[0] * saved_split[1] != config.gradient_accumulation * processes:
+        changed.append("gradient_accumulation x processes {} x {} -> {} x {}".format(
+            *saved_split, config.gradient_accumulation, processes))
     if changed:
         raise FYEInputError(f"{folder} was trained with other settings ({'; '.join(changed)}); resume with its "
                             "settings, or start a new run from its models.safetensors as init")
