@@ -19,6 +19,7 @@ from fye_core.errors import FYEInputError
 from fye_core.landmarks import save_template
 from fye_core.models import load_fye
 from fye_core.models.bundle import load_fye_models, locate_fye_weights
+from fye_core.training.config import TrainingConfig
 from fye_core.training.state import MODELS_FILE, checkpoints
 from fye_core.training.trainer import Trainer
 from fye_core.video import read_video
@@ -66,7 +67,7 @@ def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
 def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(tmp_path):
     config = tiny_training_config(tmp_path, stage=2, frames=4, steps=3, learning_rate=1e-3, masked_latents=True,
                                   ema_decay=0.9, gradient_accumulation=2, uncond_probability=0.5, save_every=2,
-                                  keep_checkpoints=0, validate_every=2, validation_samples=2,
+                                  keep_checkpoints=0, validate_every=2, validation_samples=2, preview_steps=2,
                                   validation_videos=str(few_frames_folder(tmp_path / "held-out", 4, "fye_temple")))
     trainer = Trainer(config)
     trainer.run()
@@ -74,6 +75,9 @@ def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(t
     output = tmp_path / "run-stage2"
     uninterrupted = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in uninterrupted if "validation_ldm" in record] == [0, 2, 3]
+    assert sorted(p.name for p in (output / "validation").iterdir()) == [f"step-000000{s}.mp4" for s in (0, 2, 3)]
+    preview, _ = read_video(output / "validation" / "step-0000003.mp4")
+    assert preview.shape == (4, 128, 3 * 128, 3) and preview[..., 256:, :].std() > 1  # target | landmarks | generated
     second, third = checkpoints(output)
     final = {name: load_fye(third / name).unet.state_dict() for name in (MODELS_FILE, "ema.safetensors")}
 
@@ -85,6 +89,7 @@ def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(t
     resumed.close()
     log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     assert log[len(uninterrupted):] == uninterrupted[-2:]  # step 3's training and validation losses
+    assert np.array_equal(read_video(output / "validation" / "step-0000003.mp4")[0], preview)
     for name, expected in final.items():
         again = load_fye(third / name).unet.state_dict()
         assert all(torch.equal(again[key], expected[key]) for key in expected), name
@@ -96,7 +101,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
     of one process accumulating two (same samples, same noise), one log with one validation per step, and a
     checkpoint that resumes in one process."""
     settings = {"steps": 2, "learning_rate": 1e-3, "uncond_probability": 0.5, "validate_every": 1,
-                "validation_samples": 2, "save_every": 1, "keep_checkpoints": 0}
+                "validation_samples": 2, "preview_steps": 1, "save_every": 1, "keep_checkpoints": 0}
     distributed = tiny_training_config(tmp_path, stage=1, frames=2, output=str(tmp_path / "two-processes"),
                                        dataloader_workers=1, **settings)
     config_file = tmp_path / "two-processes.json"
@@ -106,6 +111,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "2 process(es)" in done.stderr and done.stderr.count("trained to step 2") == 1
+    assert np.asarray(Image.open(tmp_path / "two-processes" / "validation" / "step-0000002.png")).shape == (128, 384, 3)
 
     single = tiny_training_config(tmp_path, stage=1, frames=2, output=str(tmp_path / "one-process"),
                                   gradient_accumulation=2, **settings)
@@ -117,6 +123,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
     assert [sorted(record) for record in logs[0]] == [sorted(record) for record in logs[1]]
     assert [record["step"] for record in logs[0]] == [0, 1, 1, 2, 2]  # validation before training, then each step
     for two, one in zip(*logs, strict=True):
+        assert two.pop("preview", None) == one.pop("preview", None)
         assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
     two, one = ({f"{name}.{key}": tensor for name, network in load_fye(checkpoints(tmp_path / run)[-1]
                                                                        / MODELS_FILE).networks().items()
@@ -215,3 +222,12 @@ def test_fye_train_documents_its_config_and_writes_debug_masks(tmp_path):
     path.write_text(path.read_text() + "learning_rat = 1e-4\n")
     done = run_fye("train", "--config", path)
     assert done.returncode == 1 and "unknown keys ['learning_rat']" in done.stderr
+
+
+def test_a_bad_training_config_names_every_problem():
+    with pytest.raises(FYEInputError) as error:
+        TrainingConfig(stage=3, videos="videos", output="run", init="models", size=100, mixed_precision="fp8",
+                       uncond_probability=1.5, preview_steps=25)
+    for problem in ("stage must be 1 or 2", "size must be a positive multiple of 8", "mixed_precision must be one of",
+                    "uncond_probability must be between 0 and 1", "preview_steps needs validate_every"):
+        assert problem in str(error.value), problem

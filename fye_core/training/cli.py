@@ -22,6 +22,7 @@ EXAMPLE = """example config (TOML; relative paths are relative to the file):
   gradient_checkpointing = true
   validate_every = 500       # validation losses on held-out videos, logged with the training losses
   validation_videos = "data/held_out"
+  preview_steps = 25         # and a self-reenactment preview: OUTPUT/validation/step-<step>.png
   [qformer]                  # optional: train the paper's Q-Former too
 
 stage 2 then starts from stage 1:  init = "runs/stage1/checkpoint-0030000/models.safetensors"

@@ -60,6 +60,9 @@ class TrainingConfig:
     validation_videos: str = _key("", "held-out videos folder to validate on; default: samples of the training "
                                       "videos (an overfitting check)")
     validation_samples: int = _key(8, "samples per validation")
+    preview_steps: int = _key(0, "DDIM steps of a self-reenactment preview at each validation (0 = none): the first "
+                                 "validation sample's reference animated by its target's landmarks, written beside "
+                                 "them to OUTPUT/validation/step-<step>.png (stage 1) or .mp4 (stage 2)")
     save_every: int = _key(1000, "steps between checkpoints (and one at the end)")
     keep_checkpoints: int = _key(3, "newest checkpoints kept (0 = all)")
 
@@ -78,8 +81,11 @@ class TrainingConfig:
         for name in ("known_frame_probability", "ends_strategy_probability", "uncond_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if self.validate_every < 0:
-            problems.append(f"validate_every must be 0 (off) or more, got {self.validate_every}")
+        for name in ("validate_every", "preview_steps"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
+        if self.preview_steps and not self.validate_every:
+            problems.append("preview_steps needs validate_every (previews are written at each validation)")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if problems:

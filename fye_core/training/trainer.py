@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from ..animate import load_diffusers_vae
+from ..animate import AnimationOptions, animate, load_diffusers_vae
 from ..errors import FYEInputError
 from ..models import FYEModels, load_fye
 from ..models.bundle import WHERE, find_fye_weights, locate_fye_weights, locate_model_files
@@ -31,6 +32,7 @@ from ..models.configs import LATENT_CHANNELS
 from ..models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
 from ..models.qformer import QFormer
 from ..sampling import OFFICIAL_SCHEDULER, KnownFrames, Schedule
+from ..video import write_video
 from .config import TrainingConfig
 from .data import FaceClipDataset, load_training_videos
 from .loss import fye_loss
@@ -185,6 +187,7 @@ class TrainingNetworks(nn.Module):
 
 
 TRAINING_DRAWS, VALIDATION_DRAWS = 0, 1
+PREVIEW_FPS = 25  # training clips carry no frame rate; 25 is the usual one of talking-head videos
 
 
 def step_generator(seed: int, step: int, draw: int, purpose: int = TRAINING_DRAWS) -> torch.Generator:
@@ -380,16 +383,38 @@ class Trainer:
                 sums[key] += float(losses[key]) / len(dataset)
         return sums
 
+    def preview(self) -> Path:
+        """A self-reenactment of the first validation sample with the networks as they are: its reference
+        animated by its target's landmarks (``preview_steps`` DDIM steps, the official CFG, ``seed``), written
+        as target | landmarks | generated to OUTPUT/validation/step-<step>.png (one frame) or .mp4 (a clip)."""
+        sample = self.validation_dataset[0]
+        reference = sample["reference"]
+        tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(reference[None]))
+        options = AnimationOptions(steps=self.config.preview_steps, seed=self.config.seed,
+                                   context_frames=len(sample["target"]))
+        generated = animate(self.models, self.codec, tokens, reference, sample["landmarks"], options)
+        panels = np.concatenate([sample["target"], sample["landmarks"], generated], axis=2)
+        path = self.output / "validation" / f"step-{self.step:07d}.{'png' if len(panels) == 1 else 'mp4'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(panels) == 1:
+            Image.fromarray(panels[0]).save(path)
+        else:
+            write_video(path, iter(panels), PREVIEW_FPS)
+        return path
+
     def _log(self, record: dict) -> None:
         print(json.dumps(record), flush=True)
         with open(self.output / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> None:
-        """Logs the validation loss terms of the current step (main process; the others wait)."""
+        """Logs the validation loss terms of the current step and writes its preview (main process; the others
+        wait)."""
         if self.accelerator.is_main_process:
-            losses = self.validation_loss()
-            self._log({"step": self.step, **{f"validation_{k}": round(v, 6) for k, v in losses.items()}})
+            record = {"step": self.step, **{f"validation_{k}": round(v, 6) for k, v in self.validation_loss().items()}}
+            if self.config.preview_steps:
+                record["preview"] = str(self.preview().relative_to(self.output))
+            self._log(record)
         self.accelerator.wait_for_everyone()
 
     def save(self) -> Path:
