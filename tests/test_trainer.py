@@ -67,7 +67,8 @@ def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
 def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(tmp_path):
     config = tiny_training_config(tmp_path, stage=2, frames=4, steps=3, learning_rate=1e-3, masked_latents=True,
                                   ema_decay=0.9, gradient_accumulation=2, uncond_probability=0.5, save_every=2,
-                                  keep_checkpoints=0, validate_every=2, validation_samples=2, preview_steps=2,
+                                  keep_checkpoints=0, lr_warmup_steps=2, validate_every=2, validation_samples=2,
+                                  preview_steps=2,
                                   validation_videos=str(few_frames_folder(tmp_path / "held-out", 4, "fye_temple")))
     trainer = Trainer(config)
     trainer.run()
@@ -75,6 +76,7 @@ def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(t
     output = tmp_path / "run-stage2"
     uninterrupted = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in uninterrupted if "validation_ldm" in record] == [0, 2, 3]
+    assert [record["lr"] for record in uninterrupted if "lr" in record] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
     assert sorted(p.name for p in (output / "validation").iterdir()) == [f"step-000000{s}.mp4" for s in (0, 2, 3)]
     preview, _ = read_video(output / "validation" / "step-0000003.mp4")
     assert preview.shape == (4, 128, 3 * 128, 3) and preview[..., 256:, :].std() > 1  # target | landmarks | generated

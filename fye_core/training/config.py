@@ -44,6 +44,8 @@ class TrainingConfig:
     batch_size: int = _key(1, "samples per device and micro-batch")
     gradient_accumulation: int = _key(1, "micro-batches per process and optimizer step")
     learning_rate: float = _key(1e-5, "AdamW learning rate")
+    lr_warmup_steps: int = _key(0, "optimizer steps over which the learning rate rises linearly to learning_rate "
+                                   "(then constant)")
     weight_decay: float = _key(1e-2, "AdamW weight decay")
     max_grad_norm: float = _key(1.0, "gradient clipping norm (0 = off)")
     uncond_probability: float = _key(0.1, "classifier-free dropout: no reference features and zero CLIP tokens")
@@ -81,7 +83,7 @@ class TrainingConfig:
         for name in ("known_frame_probability", "ends_strategy_probability", "uncond_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        for name in ("validate_every", "preview_steps"):
+        for name in ("validate_every", "preview_steps", "lr_warmup_steps"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
         if self.preview_steps and not self.validate_every:

@@ -345,9 +345,16 @@ class Trainer:
         return step_generator(self.config.seed, step, micro_batch * accelerator.num_processes
                               + accelerator.process_index)
 
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant."""
+        config = self.config
+        return config.learning_rate * min(1.0, (step + 1) / (config.lr_warmup_steps + 1))
+
     def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss terms."""
         sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
+        for group in self.optimizer.param_groups:  # a function of the step alone, so a resumed run follows it
+            group["lr"] = self.learning_rate(self.step)
         for micro_batch in range(self.config.gradient_accumulation):
             inputs = self.inputs(next(batches), self._generator(self.step, micro_batch))
             with self.accelerator.accumulate(self.network), self.models.unet.conditioning_kept():
@@ -455,7 +462,8 @@ class Trainer:
                 raise FloatingPointError(f"step {self.step}: the loss is not finite ({losses}); lower learning_rate "
                                          "or use mixed_precision = \"bf16\"")
             if self.accelerator.is_main_process and (self.step % config.log_every == 0 or self.step == config.steps):
-                self._log({"step": self.step, **{k: round(v, 6) for k, v in losses.items()}})
+                self._log({"step": self.step, **{k: round(v, 6) for k, v in losses.items()},
+                           "lr": self.learning_rate(self.step - 1)})
             if config.validate_every and (self.step % config.validate_every == 0 or self.step == config.steps):
                 self._validate()
             if self.step % config.save_every == 0 or self.step == config.steps:
