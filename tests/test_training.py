@@ -75,7 +75,14 @@ def test_the_total_is_the_ldm_term_without_masks_and_the_ffg_term_sees_x0():
 def test_training_samples_come_from_frames_with_faces(tmp_path, capsys):
     from shared_data import shared_path
 
-    from fye_core.training.data import FaceClipDataset, cached_track_path, clip_starts, load_training_videos
+    from fye_core.crop import crop_face
+    from fye_core.training.data import (
+        FaceClipDataset,
+        cached_track_path,
+        centre_crop,
+        clip_starts,
+        load_training_videos,
+    )
     from fye_core.video import read_video, write_video
 
     frames, fps = read_video(shared_path("data", "lp_d0_driving.mp4"))
@@ -83,16 +90,17 @@ def test_training_samples_come_from_frames_with_faces(tmp_path, capsys):
     clip[5] = 0  # a frame without a face in the middle
     write_video(tmp_path / "videos" / "talking.mp4", iter(clip), fps, crf=0)
     write_video(tmp_path / "videos" / "blank.mp4", iter(np.zeros((4, 64, 64, 3), np.uint8)), fps)
-    videos = load_training_videos(tmp_path / "videos", tmp_path / "cache", min_frames=4)
+    videos = load_training_videos(tmp_path / "videos", tmp_path / "cache", frames=4)
     assert [v.path.name for v in videos] == ["talking.mp4"] and "skipping" in capsys.readouterr().err
     track = videos[0].track
     assert not track.detected[5] and track.detected[:5].all() and track.detected[6:].all()
     cache = cached_track_path(videos[0].path, tmp_path / "cache")
     stamp = cache.stat().st_mtime_ns
-    again = load_training_videos(tmp_path / "videos", tmp_path / "cache", min_frames=4)
+    again = load_training_videos(tmp_path / "videos", tmp_path / "cache", frames=4)
     assert cache.stat().st_mtime_ns == stamp  # read from the cache, not detected again
     np.testing.assert_array_equal(again[0].track.landmarks, track.landmarks)
     assert clip_starts(track.detected, 4).tolist() == [0, 1, 6, 7, 8]
+    assert clip_starts(track.detected, 2, stride=3).tolist() == [0, 1, 3, 4, 6, 7, 8]
 
     dataset = FaceClipDataset(videos, frames=4, size=256, length=3, seed=1)
     sample = dataset[0]
@@ -103,3 +111,10 @@ def test_training_samples_come_from_frames_with_faces(tmp_path, capsys):
     assert (sample["facial_mask"][drawn[:, 0], drawn[:, 1] // 8, drawn[:, 2] // 8] == 1).mean() > 0.95
     for key, value in dataset[0].items():
         np.testing.assert_array_equal(value, sample[key])  # reproducible by seed and index
+
+    crop = centre_crop(track.width, track.height, 128)
+    crops = [crop_face(frame, crop) for frame in read_video(videos[0].path)[0]]
+    for item in range(4):
+        first, second = FaceClipDataset(videos, frames=2, size=128, length=4, seed=2, stride=3)[item]["target"]
+        start = next(i for i, frame in enumerate(crops) if np.array_equal(frame, first))
+        assert np.array_equal(second, crops[start + 3]) and start in clip_starts(track.detected, 2, stride=3)

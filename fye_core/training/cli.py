@@ -84,9 +84,9 @@ def run_train(args) -> int:
 
     config = load_training_config(args.config)
     if args.debug_masks:
-        videos = load_training_videos(config.videos, Path(config.output) / "tracks", min_frames=config.frames)
+        videos = load_training_videos(config.videos, Path(config.output) / "tracks", config.frames, config.clip_stride)
         dataset = FaceClipDataset(videos, frames=config.frames, size=config.size, length=args.debug_masks,
-                                  seed=config.seed)
+                                  seed=config.seed, stride=config.clip_stride)
         written = write_debug_masks(dataset, args.debug_masks, Path(config.output) / "debug-masks")
         print(f"wrote {len(written)} mask images to {Path(config.output) / 'debug-masks'}", file=sys.stderr)
         return 0

@@ -32,6 +32,8 @@ class TrainingConfig:
     clip: str = _key("", "CLIP image encoder folder or file; default: the one in the init models folder")
     size: int = _key(512, "side of the centre crop the frames are resized to (multiple of 8)")
     clip_frames: int = _key(16, "frames per stage-2 clip (stage 1 always trains single frames)")
+    clip_stride: int = _key(1, "frames between a stage-2 clip's frames in the source video (1 = consecutive, as "
+                               "driving frames are at inference; AnimateAnyone's recipe takes every 4th)")
     qformer: dict | None = _key(None, "Q-Former settings (a table; {} = the paper's 4 layers, 16 queries); "
                                       "added when the init weights have none")
     masked_latents: bool = _key(False, "train the 9-channel masked-latent UNet (conv_in's extra channels start "
@@ -76,8 +78,8 @@ class TrainingConfig:
             problems.append(f"size must be a positive multiple of 8, got {self.size}")
         if self.mixed_precision not in MIXED_PRECISION:
             problems.append(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        for name in ("clip_frames", "steps", "batch_size", "gradient_accumulation", "log_every", "save_every",
-                     "validation_samples"):
+        for name in ("clip_frames", "clip_stride", "steps", "batch_size", "gradient_accumulation", "log_every",
+                     "save_every", "validation_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("known_frame_probability", "ends_strategy_probability", "uncond_probability"):

@@ -2,7 +2,6 @@
 reference frame and a target frame (stage 1) or clip (stage 2) with their landmark images and FFG masks."""
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -33,11 +32,12 @@ def cached_track_path(video: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{video.stem}-{stat.st_size}-{int(stat.st_mtime)}.track.npz"
 
 
-def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike, min_frames: int = 1,
+def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike, frames: int = 1, stride: int = 1,
                          detector: FaceLandmarkDetector | None = None) -> list[TrainingVideo]:
     """Every video under ``folder`` with its face track (detected once, then read from ``cache_dir``).
 
-    Videos with fewer than ``min_frames`` consecutive frames with a face are left out and named on stderr.
+    Videos without a clip of ``frames`` frames ``stride`` apart, all with a face, are left out and named on
+    stderr.
     """
     folder, cache_dir = Path(folder), Path(cache_dir)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
@@ -52,23 +52,27 @@ def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike
             track = detect_face_track(iter_video_frames(path, "training"), detector=detector,
                                        fps=probe_video(path, "training").fps)
             save_template(track, cached)
-        if longest_detected_run(track.detected) < min_frames:
-            print(f"skipping {path}: fewer than {min_frames} consecutive frames with a face", file=sys.stderr)
+        if not len(clip_starts(track.detected, frames, stride)):
+            print(f"skipping {path}: no {describe_clip(frames, stride)} with a face", file=sys.stderr)
             continue
         videos.append(TrainingVideo(path, track))
     if not videos:
-        raise FYEInputError(f"no video under {folder} has {min_frames} consecutive frames with a face")
+        raise FYEInputError(f"no video under {folder} has {describe_clip(frames, stride)} with a face")
     return videos
 
 
-def longest_detected_run(detected: np.ndarray) -> int:
-    return max((len(list(run)) for found, run in itertools.groupby(detected) if found), default=0)
+def describe_clip(frames: int, stride: int) -> str:
+    return f"{frames} consecutive frames" if stride == 1 else f"{frames} frames {stride} apart"
 
 
-def clip_starts(detected: np.ndarray, length: int) -> np.ndarray:
-    """First frames of every run of ``length`` consecutive frames with a face (filled frames never train)."""
-    counts = np.convolve(detected.astype(int), np.ones(length, int), mode="valid")
-    return np.flatnonzero(counts == length)
+def clip_starts(detected: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
+    """First frames of every clip of ``length`` frames ``stride`` apart that all have a face (filled frames
+    never train)."""
+    span = stride * (length - 1) + 1
+    if len(detected) < span:
+        return np.zeros(0, int)
+    clips = np.arange(len(detected) - span + 1)[:, None] + stride * np.arange(length)
+    return np.flatnonzero(detected[clips].all(axis=1))
 
 
 def centre_crop(width: int, height: int, size: int) -> FaceCrop:
@@ -92,17 +96,17 @@ class FaceClipDataset:
     """Map-style dataset (``torch.utils.data``) of ``length`` random samples, reproducible by ``seed``.
 
     Each item: ``reference`` (size, size, 3) uint8, a random frame with a face; ``target`` (F, size, size, 3)
-    uint8, F = ``frames`` consecutive frames with a face (1 for stage 1, 16 for stage 2); ``landmarks``
+    uint8, F = ``frames`` frames ``stride`` apart with a face (1 for stage 1, 16 for stage 2); ``landmarks``
     (F, size, size, 3) uint8, the targets' expression-aware landmark images; ``expression_mask`` and
     ``facial_mask`` (F, size/8, size/8) float32.
     """
 
     def __init__(self, videos: list[TrainingVideo], frames: int = 1, size: int = 512, length: int = 1000,
-                 seed: int = 0):
-        self.videos = [v for v in videos if len(clip_starts(v.track.detected, frames))]
+                 seed: int = 0, stride: int = 1):
+        self.videos = [v for v in videos if len(clip_starts(v.track.detected, frames, stride))]
         if not self.videos:
-            raise FYEInputError(f"no video has {frames} consecutive frames with a face")
-        self.frames, self.size, self.length, self.seed = frames, size, length, seed
+            raise FYEInputError(f"no video has {describe_clip(frames, stride)} with a face")
+        self.frames, self.stride, self.size, self.length, self.seed = frames, stride, size, length, seed
 
     def __len__(self) -> int:
         return self.length
@@ -112,8 +116,8 @@ class FaceClipDataset:
         video = self.videos[rng.integers(len(self.videos))]
         track = video.track
         reference = int(rng.choice(np.flatnonzero(track.detected)))
-        start = int(rng.choice(clip_starts(track.detected, self.frames)))
-        clip = list(range(start, start + self.frames))
+        start = int(rng.choice(clip_starts(track.detected, self.frames, self.stride)))
+        clip = list(range(start, start + self.stride * self.frames, self.stride))
         frames = frames_at(video.path, [reference, *clip])
         crop = centre_crop(track.width, track.height, self.size)
         points = crop.from_source(track.landmarks[clip, :, :2] * [track.width, track.height])

@@ -262,10 +262,12 @@ class Trainer:
         if self._dataset is None:
             config = self.config
             with self.accelerator.main_process_first():  # the other processes read the tracks it caches
-                videos = load_training_videos(config.videos, self.output / "tracks", min_frames=config.frames)
+                videos = load_training_videos(config.videos, self.output / "tracks", config.frames,
+                                              config.clip_stride)
             per_step = config.batch_size * config.gradient_accumulation * self.accelerator.num_processes
             self._dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
-                                            length=config.steps * per_step, seed=config.seed)
+                                            length=config.steps * per_step, seed=config.seed,
+                                            stride=config.clip_stride)
         return self._dataset
 
     @property
@@ -275,10 +277,11 @@ class Trainer:
             config = self.config
             videos = self.dataset.videos
             if config.validation_videos:
-                videos = load_training_videos(config.validation_videos, self.output / "tracks",
-                                              min_frames=config.frames)
+                videos = load_training_videos(config.validation_videos, self.output / "tracks", config.frames,
+                                              config.clip_stride)
             self._validation_dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
-                                                       length=config.validation_samples, seed=config.seed)
+                                                       length=config.validation_samples, seed=config.seed,
+                                                       stride=config.clip_stride)
         return self._validation_dataset
 
     def _restore(self, state: TrainingState, folder: Path) -> None:
@@ -471,15 +474,16 @@ class Trainer:
         return last
 
 
-RUN_KEYS = ("stage", "size", "clip_frames", "masked_latents", "seed", "batch_size")
+RUN_KEYS = ("stage", "size", "clip_frames", "clip_stride", "masked_latents", "seed", "batch_size")
 
 
 def check_same_run(saved: dict, config: TrainingConfig, processes: int, folder: Path) -> None:
     """A resumed run must draw the same samples and train the same parameters (steps may grow). How a step's
     micro-batches are split over processes and accumulation may change (e.g. half the GPUs, twice the
     accumulation): their number may not."""
+    # a key newer than the checkpoint had its default then
     changed = [f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RUN_KEYS
-               if saved.get(key) != getattr(config, key)]
+               if saved.get(key, getattr(TrainingConfig, key, None)) != getattr(config, key)]
     saved_split = saved["gradient_accumulation"], saved.get("processes", 1)
     if saved_split[0] * saved_split[1] != config.gradient_accumulation * processes:
         changed.append("gradient_accumulation x processes {} x {} -> {} x {}".format(
