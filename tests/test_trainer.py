@@ -97,6 +97,15 @@ def test_resuming_gives_the_same_next_step_and_weights_as_an_uninterrupted_run(t
         assert all(torch.equal(again[key], expected[key]) for key in expected), name
     assert not torch.equal(final[MODELS_FILE]["conv_in.weight"], final["ema.safetensors"]["conv_in.weight"])
 
+    models = tmp_path / "models"  # validation ran with the EMA weights
+    of_ema = Trainer(dataclasses.replace(config, init=str(third / "ema.safetensors"), vae=str(models / "sd-vae-ft-mse"),
+                                         clip=str(models / "image_encoder")))
+    try:
+        assert {f"validation_{k}": round(v, 6) for k, v in of_ema.validation_loss().items()} == {
+            k: v for k, v in uninterrupted[-1].items() if k.startswith("validation_")}
+    finally:
+        of_ema.close()
+
 
 def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_path):
     """A distributed launch on the CPU (torchrun, gloo): two processes with one micro-batch each make the steps

@@ -54,7 +54,8 @@ class TrainingConfig:
     ffg_weight: float = _key(1.0, "weight of L_FFG in L = L_LDM + w L_FFG (the paper: 1)")
     mixed_precision: str = _key("no", "no, fp16 or bf16 (accelerate's autocast; weights stay fp32)")
     gradient_checkpointing: bool = _key(False, "recompute the UNets' blocks in backward to save memory")
-    ema_decay: float = _key(0.0, "keep an exponential moving average of the trained weights (0 = off, e.g. 0.9999)")
+    ema_decay: float = _key(0.0, "keep an exponential moving average of the trained weights (0 = off, e.g. 0.9999); "
+                                  "validation and previews then use it")
     seed: int = _key(0, "seeds the samples, noise, timesteps, dropout and masking of every step")
     dataloader_workers: int = _key(0, "worker processes decoding videos")
     log_every: int = _key(10, "steps between log lines (stdout and log.jsonl)")

@@ -5,9 +5,11 @@ A checkpoint is the folder ``checkpoint-<step>``; it appears only when complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,21 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+@contextlib.contextmanager
+def ema_weights(ema, trained: list[torch.nn.Parameter]) -> Iterator[None]:
+    """The ``trained`` parameters hold a diffusers ``EMAModel``'s averages inside the block, their own
+    values again after it."""
+    if ema is None:
+        yield
+        return
+    ema.store(trained)
+    ema.copy_to(trained)
+    try:
+        yield
+    finally:
+        ema.restore(trained)
+
+
 def save_checkpoint(folder: Path, models: FYEModels, state: TrainingState, ema=None,
                     trained: list[torch.nn.Parameter] | None = None) -> Path:
     """Writes the checkpoint into a hidden folder and renames it into place. With a diffusers ``ema``
@@ -72,12 +89,8 @@ def save_checkpoint(folder: Path, models: FYEModels, state: TrainingState, ema=N
     partial.mkdir(parents=True)
     save_fye(models, partial / MODELS_FILE, dtype=None)
     if ema is not None:
-        ema.store(trained)
-        ema.copy_to(trained)
-        try:
+        with ema_weights(ema, trained):
             save_fye(models, partial / EMA_FILE, dtype=None)
-        finally:
-            ema.restore(trained)
     tensors, optimizer_meta = _flatten_optimizer(state.optimizer)
     metadata = {"format": TRAINING_FORMAT, "step": str(state.step), "optimizer": json.dumps(optimizer_meta),
                 "ema": json.dumps(state.ema), "scaler": json.dumps(state.scaler), "config": json.dumps(state.config)}

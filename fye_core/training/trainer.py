@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import sys
@@ -43,12 +42,12 @@ from .state import (
     TrainingState,
     checkpoint_folder,
     checkpoints,
+    ema_weights,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
 
-log = logging.getLogger(__name__)
 STAGES = {1: "ReferenceNet, UNet spatial layers, guider, Q-Former", 2: "motion modules"}
 
 
@@ -418,12 +417,14 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> None:
-        """Logs the validation loss terms of the current step and writes its preview (main process; the others
-        wait)."""
+        """Logs the validation loss terms of the current step and writes its preview, with the EMA weights
+        when there are (the ones to deploy); main process, the others wait."""
         if self.accelerator.is_main_process:
-            record = {"step": self.step, **{f"validation_{k}": round(v, 6) for k, v in self.validation_loss().items()}}
-            if self.config.preview_steps:
-                record["preview"] = str(self.preview().relative_to(self.output))
+            with ema_weights(self.ema, self.trained_parameters):
+                losses = self.validation_loss()
+                record = {"step": self.step, **{f"validation_{k}": round(v, 6) for k, v in losses.items()}}
+                if self.config.preview_steps:
+                    record["preview"] = str(self.preview().relative_to(self.output))
             self._log(record)
         self.accelerator.wait_for_everyone()
 
