@@ -213,7 +213,8 @@ def test_gradient_checkpointing_and_bf16_train_the_same_networks(tmp_path):
 def test_fye_train_documents_its_config_and_writes_debug_masks(tmp_path):
     done = run_fye("train", "--help")
     assert done.returncode == 0
-    for key in ("stage", "videos", "init", "qformer", "masked_latents", "mixed_precision", "ema_decay", "seed"):
+    for key in ("stage", "videos", "init", "qformer", "masked_latents", "mixed_precision", "ema_decay", "seed",
+                "validate_every", "preview_steps", "clip_stride", "lr_warmup_steps"):
         assert f"  {key} (" in done.stdout, key
     assert "accelerate launch" in done.stdout
 
