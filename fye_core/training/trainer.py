@@ -234,15 +234,16 @@ class Trainer:
             self.models.unet.enable_gradient_checkpointing()
             self.models.referencenet.enable_gradient_checkpointing()
 
-        self.ema = None
-        if config.ema_decay:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(self.trained_parameters, decay=config.ema_decay)
         network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
                                       weight_decay=config.weight_decay)
         self.network, self.optimizer = self.accelerator.prepare(network, optimizer)
+        self.ema = None
+        if config.ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            # after prepare: the averages live on the device the parameters were moved to
+            self.ema = EMAModel(self.trained_parameters, decay=config.ema_decay)
         self.step = 0
         if state is not None:
             self._restore(state, folder)
