@@ -45,14 +45,73 @@ def probe_video(path: str | os.PathLike, role: str = "driving") -> VideoInfo:
                          frame_count=stream.frames or None, has_audio=bool(container.streams.audio))
 
 
-def iter_video_frames(path: str | os.PathLike, role: str = "driving") -> Iterator[np.ndarray]:
-    """Every frame as RGB uint8 (H, W, 3), decoded in order; memory stays at one frame."""
+def iter_video_frames(path: str | os.PathLike, role: str = "driving",
+                      timestamps: list | None = None) -> Iterator[np.ndarray]:
+    """Every frame as RGB uint8 (H, W, 3), decoded in order; memory stays at one frame. ``timestamps``, when
+    given, receives each frame's presentation timestamp (None where the file has none), for ``frames_at``."""
     with _open(path, role) as container:
         try:
             for frame in container.decode(video=0):
+                if timestamps is not None:
+                    timestamps.append(frame.pts)
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as err:
             raise FYEInputError(f"the {role} video {path} is damaged: {err}") from None
+
+
+SEEK_GAP = 64  # wanted frames closer than this are decoded through rather than sought
+
+
+def frames_at(path: str | os.PathLike, indices: Iterable[int], timestamps: np.ndarray | None = None,
+              role: str = "driving") -> dict[int, np.ndarray]:
+    """The frames at ``indices`` (places in decode order, as ``iter_video_frames`` counts them).
+
+    With the ``timestamps`` of every frame it seeks to the keyframe before each group of wanted frames instead
+    of decoding from the start, and knows frames by timestamp, so variable frame rates give the same frames.
+    Frames a seek does not give, or every frame when timestamps are missing or repeated, come from decoding
+    from the start.
+    """
+    wanted = sorted(set(indices))
+    frames = {}
+    if timestamps is not None and len(np.unique(timestamps)) == len(timestamps):
+        frames = seek_frames(path, wanted, timestamps, role)
+    missing = set(wanted) - set(frames)
+    if missing:
+        for index, frame in enumerate(iter_video_frames(path, role)):
+            if index in missing:
+                frames[index] = frame
+                missing.discard(index)
+                if not missing:
+                    break
+    return frames
+
+
+def seek_frames(path: str | os.PathLike, wanted: list[int], timestamps: np.ndarray, role: str = "driving"
+                ) -> dict[int, np.ndarray]:
+    """The frames of ``wanted`` (sorted) that seeking by ``timestamps`` gives; ``frames_at`` decodes the rest."""
+    index_of = {int(pts): index for index, pts in enumerate(timestamps)}
+    frames = {}
+    with _open(path, role) as container:
+        stream = container.streams.video[0]
+        try:
+            for group in np.split(np.array(wanted), np.flatnonzero(np.diff(wanted) > SEEK_GAP) + 1):
+                members = set(group.tolist())
+                container.seek(int(timestamps[group[0]]), stream=stream, backward=True, any_frame=False)
+                first_key = None
+                for frame in container.decode(stream):
+                    if first_key is None and frame.key_frame:
+                        first_key = frame.pts
+                    index = index_of.get(frame.pts)
+                    # frames shown before the first keyframe after a seek may refer to frames before it (open GOP)
+                    if first_key is None or index is None or frame.pts < first_key:
+                        continue
+                    if index > group[-1]:
+                        break
+                    if index in members:
+                        frames[index] = frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as err:
+            raise FYEInputError(f"the {role} video {path} is damaged: {err}") from None
+    return frames
 
 
 def read_video(path: str | os.PathLike, role: str = "driving",

@@ -99,6 +99,8 @@ def test_training_samples_come_from_frames_with_faces(tmp_path, capsys):
     again = load_training_videos(tmp_path / "videos", tmp_path / "cache", frames=4)
     assert cache.stat().st_mtime_ns == stamp  # read from the cache, not detected again
     np.testing.assert_array_equal(again[0].track.landmarks, track.landmarks)
+    assert len(videos[0].timestamps) == 12  # kept beside the track: samples seek to their frames
+    np.testing.assert_array_equal(again[0].timestamps, videos[0].timestamps)
     assert clip_starts(track.detected, 4).tolist() == [0, 1, 6, 7, 8]
     assert clip_starts(track.detected, 2, stride=3).tolist() == [0, 1, 3, 4, 6, 7, 8]
 

@@ -11,9 +11,10 @@ import numpy as np
 
 from ..crop import FaceCrop, crop_face
 from ..errors import FYEInputError
+from ..files import atomic_output
 from ..landmarks import FaceLandmarkDetector, FaceTrack, detect_face_track, load_template, save_template
 from ..landmarks.render import render_expression_landmarks
-from ..video import iter_video_frames, probe_video
+from ..video import frames_at, iter_video_frames, probe_video
 from .masks import expression_mask, facial_mask
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -23,13 +24,18 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 class TrainingVideo:
     path: Path
     track: FaceTrack
+    timestamps: np.ndarray | None = None  # every frame's pts, so samples seek instead of decoding from the start
 
 
 def cached_track_path(video: Path, cache_dir: Path) -> Path:
     """The cache file of a video's face track; its size and modification time are in the name, so an edited
-    video is detected again."""
+    video is detected again. Its frames' timestamps go beside it (``.pts.npy``)."""
     stat = video.stat()
     return cache_dir / f"{video.stem}-{stat.st_size}-{int(stat.st_mtime)}.track.npz"
+
+
+def timestamps_path(track_path: Path) -> Path:
+    return track_path.with_name(track_path.name.removesuffix(".track.npz") + ".pts.npy")
 
 
 def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike, frames: int = 1, stride: int = 1,
@@ -49,13 +55,19 @@ def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike
         if cached.is_file():
             track = load_template(cached)
         else:
-            track = detect_face_track(iter_video_frames(path, "training"), detector=detector,
+            timestamps = []
+            track = detect_face_track(iter_video_frames(path, "training", timestamps), detector=detector,
                                        fps=probe_video(path, "training").fps)
+            if None not in timestamps:  # a file without timestamps is decoded from the start for each sample
+                with atomic_output(timestamps_path(cached)) as tmp:
+                    np.save(tmp, np.array(timestamps, np.int64), allow_pickle=False)
             save_template(track, cached)
+        pts = timestamps_path(cached)
+        timestamps = np.load(pts, allow_pickle=False) if pts.is_file() else None
         if not len(clip_starts(track.detected, frames, stride)):
             print(f"skipping {path}: no {describe_clip(frames, stride)} with a face", file=sys.stderr)
             continue
-        videos.append(TrainingVideo(path, track))
+        videos.append(TrainingVideo(path, track, timestamps))
     if not videos:
         raise FYEInputError(f"no video under {folder} has {describe_clip(frames, stride)} with a face")
     return videos
@@ -79,17 +91,6 @@ def centre_crop(width: int, height: int, size: int) -> FaceCrop:
     """The paper's preprocessing: the centred square, resized to ``size``."""
     side = min(width, height)
     return FaceCrop((width - side) // 2, (height - side) // 2, side, side, size, size, width, height)
-
-
-def frames_at(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
-    """The frames of a video at ``indices``, decoding no further than the last of them."""
-    wanted, frames = set(indices), {}
-    for index, frame in enumerate(iter_video_frames(path, "training")):
-        if index in wanted:
-            frames[index] = frame
-            if len(frames) == len(wanted):
-                break
-    return frames
 
 
 class FaceClipDataset:
@@ -118,7 +119,7 @@ class FaceClipDataset:
         reference = int(rng.choice(np.flatnonzero(track.detected)))
         start = int(rng.choice(clip_starts(track.detected, self.frames, self.stride)))
         clip = list(range(start, start + self.stride * self.frames, self.stride))
-        frames = frames_at(video.path, [reference, *clip])
+        frames = frames_at(video.path, [reference, *clip], video.timestamps, "training")
         crop = centre_crop(track.width, track.height, self.size)
         points = crop.from_source(track.landmarks[clip, :, :2] * [track.width, track.height])
         return {
