@@ -68,12 +68,12 @@ def frames_at(path: str | os.PathLike, indices: Iterable[int], timestamps: np.nd
 
     With the ``timestamps`` of every frame it seeks to the keyframe before each group of wanted frames instead
     of decoding from the start, and knows frames by timestamp, so variable frame rates give the same frames.
-    Frames a seek does not give, or every frame when timestamps are missing or repeated, come from decoding
-    from the start.
+    Frames a seek does not give, or every frame when timestamps are missing or not increasing, come from
+    decoding from the start.
     """
     wanted = sorted(set(indices))
     frames = {}
-    if timestamps is not None and len(np.unique(timestamps)) == len(timestamps):
+    if timestamps is not None and np.all(np.diff(timestamps) > 0):
         frames = seek_frames(path, wanted, timestamps, role)
     missing = set(wanted) - set(frames)
     if missing:
@@ -88,8 +88,15 @@ def frames_at(path: str | os.PathLike, indices: Iterable[int], timestamps: np.nd
 
 def seek_frames(path: str | os.PathLike, wanted: list[int], timestamps: np.ndarray, role: str = "driving"
                 ) -> dict[int, np.ndarray]:
-    """The frames of ``wanted`` (sorted) that seeking by ``timestamps`` gives; ``frames_at`` decodes the rest."""
-    index_of = {int(pts): index for index, pts in enumerate(timestamps)}
+    """The frames of ``wanted`` (sorted) that seeking by ``timestamps`` (increasing) gives; ``frames_at``
+    decodes the rest."""
+
+    def index_of(pts: int | None) -> int | None:
+        if pts is None:
+            return None
+        index = int(np.searchsorted(timestamps, pts))
+        return index if index < len(timestamps) and timestamps[index] == pts else None
+
     frames = {}
     with _open(path, role) as container:
         stream = container.streams.video[0]
@@ -101,7 +108,7 @@ def seek_frames(path: str | os.PathLike, wanted: list[int], timestamps: np.ndarr
                 for frame in container.decode(stream):
                     if first_key is None and frame.key_frame:
                         first_key = frame.pts
-                    index = index_of.get(frame.pts)
+                    index = index_of(frame.pts)
                     # frames shown before the first keyframe after a seek may refer to frames before it (open GOP)
                     if first_key is None or index is None or frame.pts < first_key:
                         continue

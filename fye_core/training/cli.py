@@ -79,14 +79,12 @@ def write_debug_masks(dataset, count: int, folder: Path) -> list[Path]:
 
 
 def run_train(args) -> int:
-    from .data import FaceClipDataset, load_training_videos
+    from .data import FaceClipDataset, load_run_videos
     from .trainer import Trainer
 
     config = load_training_config(args.config)
     if args.debug_masks:
-        videos = load_training_videos(config.videos, Path(config.output) / "tracks", config.frames, config.clip_stride)
-        dataset = FaceClipDataset(videos, frames=config.frames, size=config.size, length=args.debug_masks,
-                                  seed=config.seed, stride=config.clip_stride)
+        dataset = FaceClipDataset.for_run(load_run_videos(config.videos, config), config, args.debug_masks)
         written = write_debug_masks(dataset, args.debug_masks, Path(config.output) / "debug-masks")
         print(f"wrote {len(written)} mask images to {Path(config.output) / 'debug-masks'}", file=sys.stderr)
         return 0

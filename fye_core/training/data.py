@@ -15,6 +15,7 @@ from ..files import atomic_output
 from ..landmarks import FaceLandmarkDetector, FaceTrack, detect_face_track, load_template, save_template
 from ..landmarks.render import render_expression_landmarks
 from ..video import frames_at, iter_video_frames, probe_video
+from .config import TrainingConfig
 from .masks import expression_mask, facial_mask
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -51,26 +52,32 @@ def load_training_videos(folder: str | os.PathLike, cache_dir: str | os.PathLike
         raise FYEInputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {folder}")
     videos = []
     for path in paths:
-        cached = cached_track_path(path, cache_dir)
+        cached, pts = cached_track_path(path, cache_dir), None
         if cached.is_file():
             track = load_template(cached)
+            if timestamps_path(cached).is_file():
+                pts = np.load(timestamps_path(cached), allow_pickle=False)
         else:
-            timestamps = []
-            track = detect_face_track(iter_video_frames(path, "training", timestamps), detector=detector,
+            found = []
+            track = detect_face_track(iter_video_frames(path, "training", found), detector=detector,
                                        fps=probe_video(path, "training").fps)
-            if None not in timestamps:  # a file without timestamps is decoded from the start for each sample
+            if None not in found:  # a file without timestamps is decoded from the start for each sample
+                pts = np.array(found, np.int64)
                 with atomic_output(timestamps_path(cached)) as tmp:
-                    np.save(tmp, np.array(timestamps, np.int64), allow_pickle=False)
+                    np.save(tmp, pts, allow_pickle=False)
             save_template(track, cached)
-        pts = timestamps_path(cached)
-        timestamps = np.load(pts, allow_pickle=False) if pts.is_file() else None
         if not len(clip_starts(track.detected, frames, stride)):
             print(f"skipping {path}: no {describe_clip(frames, stride)} with a face", file=sys.stderr)
             continue
-        videos.append(TrainingVideo(path, track, timestamps))
+        videos.append(TrainingVideo(path, track, pts))
     if not videos:
         raise FYEInputError(f"no video under {folder} has {describe_clip(frames, stride)} with a face")
     return videos
+
+
+def load_run_videos(folder: str | os.PathLike, config: TrainingConfig) -> list[TrainingVideo]:
+    """The videos under ``folder`` that a run of ``config`` can sample, their tracks cached in its output."""
+    return load_training_videos(folder, Path(config.output) / "tracks", config.frames, config.clip_stride)
 
 
 def describe_clip(frames: int, stride: int) -> str:
@@ -104,20 +111,29 @@ class FaceClipDataset:
 
     def __init__(self, videos: list[TrainingVideo], frames: int = 1, size: int = 512, length: int = 1000,
                  seed: int = 0, stride: int = 1):
-        self.videos = [v for v in videos if len(clip_starts(v.track.detected, frames, stride))]
+        starts = [clip_starts(v.track.detected, frames, stride) for v in videos]
+        self.videos = [v for v, found in zip(videos, starts, strict=True) if len(found)]
+        self.starts = [found for found in starts if len(found)]
         if not self.videos:
             raise FYEInputError(f"no video has {describe_clip(frames, stride)} with a face")
         self.frames, self.stride, self.size, self.length, self.seed = frames, stride, size, length, seed
+
+    @classmethod
+    def for_run(cls, videos: list[TrainingVideo], config: TrainingConfig, length: int) -> FaceClipDataset:
+        """``length`` samples of ``videos`` as a run of ``config`` draws them (its frames, stride, size, seed)."""
+        return cls(videos, frames=config.frames, size=config.size, length=length, seed=config.seed,
+                   stride=config.clip_stride)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, item: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng((self.seed, item))
-        video = self.videos[rng.integers(len(self.videos))]
+        chosen = rng.integers(len(self.videos))
+        video = self.videos[chosen]
         track = video.track
         reference = int(rng.choice(np.flatnonzero(track.detected)))
-        start = int(rng.choice(clip_starts(track.detected, self.frames, self.stride)))
+        start = int(rng.choice(self.starts[chosen]))
         clip = list(range(start, start + self.stride * self.frames, self.stride))
         frames = frames_at(video.path, [reference, *clip], video.timestamps, "training")
         crop = centre_crop(track.width, track.height, self.size)

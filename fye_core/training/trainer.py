@@ -33,7 +33,7 @@ from ..models.qformer import QFormer
 from ..sampling import OFFICIAL_SCHEDULER, KnownFrames, Schedule
 from ..video import write_video
 from .config import TrainingConfig
-from .data import FaceClipDataset, load_training_videos
+from .data import FaceClipDataset, load_run_videos
 from .loss import fye_loss
 from .state import (
     EMA_FILE,
@@ -262,12 +262,9 @@ class Trainer:
         if self._dataset is None:
             config = self.config
             with self.accelerator.main_process_first():  # the other processes read the tracks it caches
-                videos = load_training_videos(config.videos, self.output / "tracks", config.frames,
-                                              config.clip_stride)
+                videos = load_run_videos(config.videos, config)
             per_step = config.batch_size * config.gradient_accumulation * self.accelerator.num_processes
-            self._dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
-                                            length=config.steps * per_step, seed=config.seed,
-                                            stride=config.clip_stride)
+            self._dataset = FaceClipDataset.for_run(videos, config, config.steps * per_step)
         return self._dataset
 
     @property
@@ -275,13 +272,9 @@ class Trainer:
         """``validation_samples`` samples of ``validation_videos``, or else the training dataset's first ones."""
         if self._validation_dataset is None:
             config = self.config
-            videos = self.dataset.videos
-            if config.validation_videos:
-                videos = load_training_videos(config.validation_videos, self.output / "tracks", config.frames,
-                                              config.clip_stride)
-            self._validation_dataset = FaceClipDataset(videos, frames=config.frames, size=config.size,
-                                                       length=config.validation_samples, seed=config.seed,
-                                                       stride=config.clip_stride)
+            videos = load_run_videos(config.validation_videos, config) if config.validation_videos \
+                else self.dataset.videos
+            self._validation_dataset = FaceClipDataset.for_run(videos, config, config.validation_samples)
         return self._validation_dataset
 
     def _restore(self, state: TrainingState, folder: Path) -> None:
