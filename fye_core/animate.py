@@ -25,15 +25,20 @@ from .sampling import (
     Callback,
     ClipStore,
     Conditioning,
+    Guidance,
     Progressive,
     Schedule,
+    SpeedSettings,
+    describe_speed,
     even_keyframes,
     expression_intensity,
     expression_keyframes,
+    make_solver,
     official_windows,
     overlapping_windows,
     sample_gaussian_tiles,
     sample_windows,
+    speed_settings,
 )
 
 LATENT_SCALE = 0.18215  # SD-1.5 VAE scaling factor
@@ -51,9 +56,11 @@ class AnimationOptions:
     by ``context_overlap`` frames averaged with ``fuse`` weights, ``tiles`` the official Gaussian temporal
     tiling (``forward_long``) with ``context_overlap`` frames of overlap, ``progressive`` the paper's
     keyframes-then-segments strategy with clips of at most ``context_frames`` and ``keyframes`` chosen
-    ``even``-ly or at ``expression`` extremes."""
+    ``even``-ly or at ``expression`` extremes. ``preset``: ``official``, ``fast`` or ``fastest`` (``PRESETS``);
+    ``steps``, ``solver``, ``cfg_interval``, ``cfg_reuse`` and ``cache_*`` override it where not None
+    (``speed`` gives the result)."""
 
-    steps: int = 30
+    steps: int | None = None
     guidance: float = 3.5
     seed: int = OFFICIAL_SEED
     long_video: str = "official"
@@ -62,12 +69,38 @@ class AnimationOptions:
     fuse: str = "flat"
     keyframes: str = "even"
     decode_chunk: int = 8
+    preset: str = "official"
+    solver: str | None = None
+    cfg_interval: tuple[float, float] | None = None
+    cfg_reuse: bool | None = None
+    cache_interval: int | None = None
+    cache_order: int | None = None
+    cache_depth: int | None = None
+    cache_warmup: int | None = None
 
     def __post_init__(self):
         if self.long_video not in LONG_VIDEO_MODES:
             raise FYEInputError(f"long_video must be one of {LONG_VIDEO_MODES}, got {self.long_video!r}")
         if self.keyframes not in KEYFRAME_CHOICES:
             raise FYEInputError(f"keyframes must be one of {KEYFRAME_CHOICES}, got {self.keyframes!r}")
+        speed = self.speed
+        if self.long_video == "tiles" and (speed.solver != "ddim" or speed.cache.enabled
+                                           or speed.cfg_interval != (0.0, 1.0)):
+            raise FYEInputError("long_video='tiles' steps every tile with the official DDIM on every step; use "
+                                "preset 'official' (solver ddim, no cache, full cfg interval) or another long_video")
+
+    @property
+    def speed(self) -> SpeedSettings:
+        """The preset with this run's overrides."""
+        return speed_settings(self.preset, steps=self.steps, solver=self.solver, cfg_interval=self.cfg_interval,
+                              cfg_reuse=self.cfg_reuse, cache_interval=self.cache_interval,
+                              cache_order=self.cache_order, cache_depth=self.cache_depth,
+                              cache_warmup=self.cache_warmup)
+
+    @property
+    def guidance_plan(self) -> Guidance:
+        speed = self.speed
+        return Guidance(self.guidance, speed.cfg_interval, speed.cfg_reuse)
 
 
 class LatentCodec(Protocol):
@@ -167,19 +200,18 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
     num_frames = noise.shape[2]
     context = min(options.context_frames, num_frames)
     check_window(context, models.unet.max_frames)
-    schedule = Schedule(options.steps)
-    log.info("FYE sampling %d frames of %dx%d latents: %d steps, cfg %g, %s windows of %d", num_frames,
-             noise.shape[4], noise.shape[3], options.steps, options.guidance, options.long_video, context)
+    speed = options.speed
+    log.info("FYE sampling %d frames of %dx%d latents: %s, cfg %g, %s windows of %d", num_frames,
+             noise.shape[4], noise.shape[3], describe_speed(options.preset, speed), options.guidance,
+             options.long_video, context)
     with torch.no_grad():
-        if options.long_video == "official":
-            return sample_windows(models.unet, noise, cond, schedule, official_windows(num_frames, context),
-                                  options.guidance, "flat", callback)
-        if options.long_video == "overlap":
-            windows = overlapping_windows(num_frames, context, min(options.context_overlap, context - 1))
-            return sample_windows(models.unet, noise, cond, schedule, windows, options.guidance, options.fuse,
-                                  callback)
+        if options.long_video in ("official", "overlap"):
+            windows = official_windows(num_frames, context) if options.long_video == "official" else \
+                overlapping_windows(num_frames, context, min(options.context_overlap, context - 1))
+            return sample_windows(models.unet, noise, cond, make_solver(speed.solver, speed.steps), windows,
+                                  options.guidance_plan, options.fuse, callback, speed.cache)
         if options.long_video == "tiles":
-            return sample_gaussian_tiles(models.unet, noise, cond, schedule, context,
+            return sample_gaussian_tiles(models.unet, noise, cond, Schedule(speed.steps), context,
                                          min(options.context_overlap, context - 1), options.guidance, callback)
     raise FYEInputError(f"long_video={options.long_video!r} streams its clips: use animate_frames")
 
@@ -203,10 +235,12 @@ def sample_progressive(models: FYEModels, cond: Conditioning, reference: np.ndar
     def conditioning(frames: list[int]) -> Conditioning:
         return replace(cond, landmarks=landmark_features(models, reference, render(frames)))
 
-    progressive = Progressive(models.unet, Schedule(options.steps), window, options.guidance, conditioning,
-                              lambda frames: noise[:, :, frames], choose, store, callback)
-    log.info("FYE sampling %d frames progressively: %d steps, cfg %g, clips of at most %d", noise.shape[2],
-             options.steps, options.guidance, window)
+    speed = options.speed
+    progressive = Progressive(models.unet, lambda: make_solver(speed.solver, speed.steps), window,
+                              options.guidance_plan, conditioning, lambda frames: noise[:, :, frames], choose, store,
+                              callback, speed.cache)
+    log.info("FYE sampling %d frames progressively: %s, cfg %g, clips of at most %d", noise.shape[2],
+             describe_speed(options.preset, speed), options.guidance, window)
     with torch.no_grad():
         yield from progressive.sample(noise.shape[2])
 

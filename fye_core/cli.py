@@ -39,7 +39,7 @@ from .landmarks import (
     render_expression_landmarks,
     save_template,
 )
-from .sampling import FUSE_METHODS, KEYFRAME_CHOICES
+from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS
 from .training.cli import add_train_parser
 from .video import iter_video_frames, probe_video, write_video
 
@@ -48,11 +48,12 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 BACKENDS = ("fye", "hunyuan-portrait")
 # animate options that only one backend has (argparse destinations); the other refuses them
 FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "allow_pickle", "crop_margin", "feather", "cfg",
-            "long_video", "keyframes", "fuse")
+            "long_video", "keyframes", "fuse", "preset", "solver", "cfg_interval", "cfg_reuse", "cache_interval",
+            "cache_order", "cache_depth", "cache_warmup")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
-BACKEND_DEFAULTS = {"steps": (_FYE_DEFAULTS.steps, INFERENCE.num_inference_steps),
+BACKEND_DEFAULTS = {"steps": (None, INFERENCE.num_inference_steps),  # fye: the preset's
                     "seed": (_FYE_DEFAULTS.seed, INFERENCE.seed),
                     "context_frames": (_FYE_DEFAULTS.context_frames, INFERENCE.frames_per_window),
                     "context_overlap": (_FYE_DEFAULTS.context_overlap, INFERENCE.overlap)}
@@ -115,9 +116,28 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--crop-margin", type=float, default=0.5,
                    help="--paste-back: space around the face on each side, as a fraction of its size")
     p.add_argument("--feather", type=int, default=16, help="--paste-back: width in pixels of the blended edge")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="official",
+                   help="speed: official (30 DDIM steps, guidance on every step; default), fast or fastest (fewer "
+                        "steps of DPM-Solver++, guidance where it matters, fastest also a feature cache; README has "
+                        "what each costs); the options below override single settings")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"DDIM steps (official {_FYE_DEFAULTS.steps}); hunyuan-portrait: Euler steps (official "
-                        f"{INFERENCE.num_inference_steps})")
+                   help=f"solver steps (official {PRESETS['official'].steps}; default the preset's); hunyuan-portrait: "
+                        f"Euler steps (official {INFERENCE.num_inference_steps})")
+    p.add_argument("--solver", choices=SOLVERS, default=None,
+                   help="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc or euler; default the preset's")
+    p.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
+                   help="run the unconditional pass only on steps in this part of the run (fractions, e.g. 0 0.5); "
+                        "default the preset's (official: 0 1, every step)")
+    p.add_argument("--cfg-reuse", action=argparse.BooleanOptionalAction, default=None,
+                   help="outside --cfg-interval keep guiding with the last guidance difference (default the preset's)")
+    p.add_argument("--cache-interval", type=int, default=None,
+                   help="feature cache: the whole UNet every N steps, the deep features forecast between (1 = off; "
+                        "default the preset's)")
+    p.add_argument("--cache-order", type=int, default=None,
+                   help="feature cache: order of the Taylor forecast (0 reuses the last value)")
+    p.add_argument("--cache-depth", type=int, default=None,
+                   help="feature cache: UNet level where the cached branch starts (1-3; 1 caches the most)")
+    p.add_argument("--cache-warmup", type=int, default=None, help="feature cache: first steps always computed whole")
     p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
     p.add_argument("--seed", type=int, default=None,
                    help=f"noise seed (official {OFFICIAL_SEED}; hunyuan-portrait {BACKEND_DEFAULTS['seed'][1]})")
@@ -294,7 +314,10 @@ def run_animate(args) -> int:
     files = locate_model_files(args.models)  # before the slow work: missing weights fail at once
     options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
-                               fuse=args.fuse, keyframes=args.keyframes)
+                               fuse=args.fuse, keyframes=args.keyframes, preset=args.preset, solver=args.solver,
+                               cfg_interval=args.cfg_interval, cfg_reuse=args.cfg_reuse,
+                               cache_interval=args.cache_interval, cache_order=args.cache_order,
+                               cache_depth=args.cache_depth, cache_warmup=args.cache_warmup)
     prepared = _motion(args)
     reference, motion, crop = prepared.reference, prepared.motion, prepared.crop
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)

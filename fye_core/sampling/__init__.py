@@ -1,4 +1,7 @@
-"""The FYE sampler: official DDIM schedule, context windows, Gaussian tiling, progressive long video."""
+"""The FYE sampler: official DDIM schedule and diffusers' few-step solvers, context windows, Gaussian
+tiling, progressive long video, guidance plans, the cross-step feature cache and the speed presets."""
+from .cache import CachePlan, FeatureCache, feature_cache
+from .presets import PRESETS, SpeedSettings, describe_speed, speed_settings
 from .progressive import (
     KEYFRAME_CHOICES,
     ClipStore,
@@ -10,8 +13,17 @@ from .progressive import (
     keyframe_count,
     sample_clip,
 )
-from .sampler import Callback, Conditioning, guided_v, sample_gaussian_tiles, sample_windows
+from .sampler import (
+    Conditioning,
+    Guidance,
+    WindowedModel,
+    guided_v,
+    predictions,
+    sample_gaussian_tiles,
+    sample_windows,
+)
 from .schedule import OFFICIAL_SCHEDULER, Schedule, ddim_step, predicted_x0
+from .solvers import SOLVERS, Callback, DDIMSolver, DiffusersSolver, Solver, make_solver, sample
 from .windows import (
     FUSE_METHODS,
     fuse_weights,
@@ -24,6 +36,9 @@ from .windows import (
 __all__ = [
     "KEYFRAME_CHOICES", "ClipStore", "KnownFrames", "Progressive", "even_keyframes", "expression_intensity",
     "expression_keyframes", "keyframe_count", "sample_clip",
+    "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_speed", "speed_settings",
+    "SOLVERS", "DDIMSolver", "DiffusersSolver", "Solver", "make_solver", "sample", "Guidance", "WindowedModel",
+    "predictions",
     "FUSE_METHODS", "OFFICIAL_SCHEDULER", "Callback", "Conditioning", "Schedule", "ddim_step", "fuse_weights",
     "gaussian_tile_offsets", "gaussian_tile_weights", "guided_v", "official_windows", "overlapping_windows",
     "predicted_x0", "sample_gaussian_tiles", "sample_windows",

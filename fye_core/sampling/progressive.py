@@ -19,8 +19,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .sampler import Callback, Conditioning, guided_v
-from .schedule import Schedule, ddim_step, predicted_x0
+from .cache import CachePlan, feature_cache
+from .sampler import Conditioning, Guidance, WindowedModel
+from .solvers import Callback, Solver
 
 KEYFRAME_CHOICES = ("even", "expression")
 
@@ -40,25 +41,28 @@ class KnownFrames:
         return torch.cat([self.latents * mask, mask], dim=1)
 
 
-def sample_clip(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule, guidance: float = 3.5,
-                known: KnownFrames | None = None, callback: Callback | None = None) -> torch.Tensor:
-    """DDIM on one clip that fits one pass, from noise ``x``; frames in ``known`` end equal to it."""
-    frames = range(x.shape[2])
+def sample_clip(unet, x: torch.Tensor, cond: Conditioning, solver: Solver, guidance: Guidance | float = 3.5,
+                known: KnownFrames | None = None, callback: Callback | None = None,
+                cache: CachePlan | None = None) -> torch.Tensor:
+    """One clip that fits one pass, from noise ``x``; frames in ``known`` end equal to it."""
+    frames = list(range(x.shape[2]))
     inpaint = known is not None and not unet.takes_masked_latents
     if known is not None and not inpaint:
         cond = replace(cond, masked_latents=known.masked_latents())
     if inpaint:
         mask = known.mask.to(x.device)[None, None, :, None, None]
         noise = x.clone()  # the known frames are diffused with the clip's own noise
-    for step, t in enumerate(schedule.timesteps):
-        if inpaint:
-            alpha = schedule.alpha(t)
-            x = torch.where(mask, alpha**0.5 * known.latents + (1 - alpha) ** 0.5 * noise, x)
-        v = guided_v(unet, x, t, cond, frames, guidance)
-        denoised = predicted_x0(x, v, t, schedule)
-        x = ddim_step(x, v, t, schedule)
-        if callback is not None:
-            callback({"event": "step", "step": step, "steps": len(schedule.timesteps), "x": x, "denoised": denoised})
+    steps = len(solver.timesteps)
+    x = solver.start(x)
+    with feature_cache(unet, cache or CachePlan(), steps) as features:
+        model = WindowedModel(unet, cond, [frames], steps, guidance, cache=features)
+        for step, t in enumerate(solver.timesteps):
+            if inpaint:
+                x = torch.where(mask, solver.noised(known.latents, noise, step), x)
+            v = model(solver.model_input(x, step), t, step)
+            x, denoised = solver.step(x, v, step)
+            if callback is not None:
+                callback({"event": "step", "step": step, "steps": steps, "x": x, "denoised": denoised})
     if known is not None:
         x = torch.where(known.mask.to(x.device)[None, None, :, None, None], known.latents, x)
     return x
@@ -112,19 +116,20 @@ class ClipStore(Protocol):
 
 @dataclass
 class Progressive:
-    """One progressive run. ``conditioning(frames)``: the Conditioning of those motion frames (landmark
-    features for them alone); ``noise(frames)``: their initial noise (1, 4, len, h, w); ``keyframes(frames,
-    count)``: which of ``frames`` become keyframes."""
+    """One progressive run. ``solver()``: a fresh solver for a clip; ``conditioning(frames)``: the
+    Conditioning of those motion frames (landmark features for them alone); ``noise(frames)``: their
+    initial noise (1, 4, len, h, w); ``keyframes(frames, count)``: which of ``frames`` become keyframes."""
 
     unet: torch.nn.Module
-    schedule: Schedule
+    solver: Callable[[], Solver]
     window: int
-    guidance: float
+    guidance: Guidance | float
     conditioning: Callable[[list[int]], Conditioning]
     noise: Callable[[list[int]], torch.Tensor]
     keyframes: Callable[[list[int], int], list[int]]
     store: ClipStore | None = None
     callback: Callback | None = None
+    cache: CachePlan | None = None
     _total_steps: int = field(default=0, init=False, repr=False)
     _steps_done: int = field(default=0, init=False, repr=False)
 
@@ -133,7 +138,7 @@ class Progressive:
         x = self.noise(frames)
         stored = None if self.store is None else self.store.get(frames)
         if stored is not None:
-            self._steps_done += len(self.schedule.timesteps)
+            self._steps_done += self._steps_per_clip
             return stored.to(x)
         fixed = None
         if known:
@@ -143,8 +148,8 @@ class Progressive:
                 if frame in known:
                     latents[:, :, position], mask[position] = known[frame], True
             fixed = KnownFrames(latents, mask)
-        result = sample_clip(self.unet, x, self.conditioning(frames), self.schedule, self.guidance, fixed,
-                             self._report(frames))
+        result = sample_clip(self.unet, x, self.conditioning(frames), self.solver(), self.guidance, fixed,
+                             self._report(frames), self.cache)
         if self.store is not None:
             self.store.put(frames, result)
         return result
@@ -161,6 +166,10 @@ class Progressive:
 
         return report
 
+    @property
+    def _steps_per_clip(self) -> int:
+        return len(self.solver().timesteps)
+
     def clip_count(self, frames: list[int]) -> int:
         """How many clips ``sample`` samples for ``frames``."""
         if len(frames) <= self.window:
@@ -170,7 +179,7 @@ class Progressive:
 
     def sample(self, num_frames: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Yields (frame, latent (1, 4, h, w)) for every frame of the video, in order."""
-        self._total_steps = self.clip_count(list(range(num_frames))) * len(self.schedule.timesteps)
+        self._total_steps = self.clip_count(list(range(num_frames))) * self._steps_per_clip
         self._steps_done = 0
         yield from self._run(list(range(num_frames)), {})
 

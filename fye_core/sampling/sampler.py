@@ -1,22 +1,24 @@
-"""The FYE sampler, in the style of k-diffusion: a model function, a step function and loops over them.
+"""The FYE sampler, in the style of k-diffusion: a model function, solvers and loops over them.
 
-``guided_v`` is the one place the networks are called. The loops differ only in how frames are split
-into passes: the official cyclic context windows (or overlapping windows with fusion weights), which
-average the v-predictions and take one DDIM step on the whole clip, and the official Gaussian temporal
-tiling (``forward_long``), which steps every tile and fuses the results. Callbacks report progress and
-may raise to cancel; they run between windows and after every step.
+``predictions`` is the one place the networks are called. ``WindowedModel`` is the model function of a
+clip: the official cyclic context windows (or overlapping windows with fusion weights) each give a
+guided v, averaged into one v of the whole clip, which any solver (``solvers``) steps; it also applies
+the guidance plan and the feature cache. The official Gaussian temporal tiling (``forward_long``), which
+steps every tile and fuses the stepped tiles, stays its own DDIM loop. Callbacks report progress and may
+raise to cancel; they run between windows and after every step.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from .schedule import Schedule, ddim_step, predicted_x0
+from .cache import CachePlan, FeatureCache, feature_cache
+from .schedule import Schedule, ddim_step
+from .solvers import Callback, DDIMSolver, Solver, sample
 from .windows import fuse_weights, gaussian_tile_offsets, gaussian_tile_weights
-
-Callback = Callable[[dict], None]
 
 
 @dataclass
@@ -35,44 +37,111 @@ class Conditioning:
     masked_latents: torch.Tensor | None = None
 
 
-def guided_v(unet, x: torch.Tensor, t: int, cond: Conditioning, frames: Sequence[int],
-             guidance: float) -> torch.Tensor:
-    """The guided v-prediction for latents ``x`` (1, 4, len(frames), h, w) of the given motion frames.
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance over a run: ``scale`` (1 = off); the unconditional pass runs on the steps
+    whose position in the run (step / steps) lies in ``interval``; outside it the conditional pass alone
+    gives v, plus, with ``reuse``, ``scale - 1`` times the last guidance difference (cond - uncond) of the
+    same window (FasterCache's CFG cache)."""
 
-    CFG batches [uncond, cond]; the unconditional item has zero CLIP tokens and ignores the reference
-    (official semantics); both see the landmark features.
+    scale: float = 3.5
+    interval: tuple[float, float] = (0.0, 1.0)
+    reuse: bool = False
+
+    def unconditional(self, step: int, steps: int) -> bool:
+        """Whether ``step`` of ``steps`` runs the unconditional pass."""
+        return self.scale > 1 and self.interval[0] <= step / steps < self.interval[1]
+
+
+def predictions(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
+                unconditional: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The unconditional (or None) and conditional v-predictions for latents ``x`` (1, 4, len(frames), h, w)
+    of the given motion frames: the one place the UNet is called.
+
+    Both passes go in one batch [uncond, cond]; the unconditional item has zero CLIP tokens and ignores
+    the reference (official semantics); both see the landmark features.
     """
     frames = list(frames)
     landmarks = cond.landmarks[:, :, frames]
     masked = None if cond.masked_latents is None else cond.masked_latents[:, :, frames]
-    if guidance <= 1:
-        return unet(x, t, cond.context[-1:], landmarks, cond.reference, masked_latents=masked)
+    if not unconditional:
+        return None, unet(x, t, cond.context[-1:], landmarks, cond.reference, masked_latents=masked)
     uncond, conditional = unet(torch.cat([x, x]), t, cond.context, torch.cat([landmarks, landmarks]),
                                cond.reference, plain_items=1,
                                masked_latents=None if masked is None else torch.cat([masked, masked])).chunk(2)
-    return uncond + guidance * (conditional - uncond)
+    return uncond, conditional
 
 
-def sample_windows(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule, windows: list[list[int]],
-                   guidance: float = 3.5, fuse: str = "flat", callback: Callback | None = None) -> torch.Tensor:
-    """DDIM over the whole clip; each step averages the guided v of every window (weighted by ``fuse``)."""
-    num_frames = x.shape[2]
-    for step, t in enumerate(schedule.timesteps):
+def guided_v(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
+             guidance: float) -> torch.Tensor:
+    """The official guided v-prediction: uncond + guidance * (cond - uncond), the conditional one alone
+    when ``guidance`` <= 1."""
+    uncond, conditional = predictions(unet, x, t, cond, frames, guidance > 1)
+    return conditional if uncond is None else uncond + guidance * (conditional - uncond)
+
+
+class WindowedModel:
+    """The model function of a clip: at each step the guided v of every window, averaged with ``fuse``
+    weights where windows overlap, so any solver steps the whole clip at once. Counts the UNet
+    evaluations (one per batch item; ``partial`` those that ran only the outer levels of a cached UNet)."""
+
+    def __init__(self, unet, cond: Conditioning, windows: list[list[int]], steps: int,
+                 guidance: Guidance | float = 3.5, fuse: str = "flat", cache: FeatureCache | None = None,
+                 callback: Callback | None = None):
+        self.unet, self.cond, self.windows, self.steps = unet, cond, windows, steps
+        self.guidance = guidance if isinstance(guidance, Guidance) else Guidance(guidance)
+        self.fuse, self.cache, self.callback = fuse, cache, callback
+        self.evaluations = self.partial = 0
+        self._differences: dict[int, torch.Tensor] = {}
+
+    def window_v(self, x: torch.Tensor, t: float, step: int, index: int) -> torch.Tensor:
+        frames, guidance = self.windows[index], self.guidance
+        unconditional = guidance.unconditional(step, self.steps)
+        items = ("uncond", "cond") if unconditional else ("cond",)
+        with self._cache_context(str(index), items, step) as partial:
+            uncond, conditional = predictions(self.unet, x, t, self.cond, frames, unconditional)
+        self.evaluations += len(items)
+        self.partial += len(items) if partial else 0
+        if uncond is not None:
+            if guidance.reuse:
+                self._differences[index] = conditional - uncond
+            return uncond + guidance.scale * (conditional - uncond)
+        if guidance.reuse and index in self._differences:
+            return conditional + (guidance.scale - 1) * self._differences[index]
+        return conditional
+
+    @contextmanager
+    def _cache_context(self, window: str, items: tuple[str, ...], step: int) -> Iterator[bool]:
+        if self.cache is None:
+            yield False
+            return
+        with self.cache.at(window, items, step) as partial:
+            yield partial
+
+    def __call__(self, x: torch.Tensor, t: float, step: int) -> torch.Tensor:
+        num_frames = x.shape[2]
         v = torch.zeros_like(x)
         weight = torch.zeros(num_frames, dtype=x.dtype, device=x.device)
-        for index, frames in enumerate(windows):
-            w = fuse_weights(len(frames), fuse).to(x)
-            v[:, :, frames] += guided_v(unet, x[:, :, frames], t, cond, frames, guidance) * w[:, None, None]
+        for index, frames in enumerate(self.windows):
+            w = fuse_weights(len(frames), self.fuse).to(x)
+            v[:, :, frames] += self.window_v(x[:, :, frames], t, step, index) * w[:, None, None]
             weight[frames] += w
-            if callback is not None:
-                callback({"event": "window", "step": step, "steps": len(schedule.timesteps), "window": index,
-                          "windows": len(windows)})
-        v = v / weight[:, None, None]
-        denoised = predicted_x0(x, v, t, schedule)
-        x = ddim_step(x, v, t, schedule)
-        if callback is not None:
-            callback({"event": "step", "step": step, "steps": len(schedule.timesteps), "x": x, "denoised": denoised})
-    return x
+            if self.callback is not None:
+                self.callback({"event": "window", "step": step, "steps": self.steps, "window": index,
+                               "windows": len(self.windows)})
+        return v / weight[:, None, None]
+
+
+def sample_windows(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule | Solver, windows: list[list[int]],
+                   guidance: Guidance | float = 3.5, fuse: str = "flat", callback: Callback | None = None,
+                   cache: CachePlan | None = None) -> torch.Tensor:
+    """Solves the whole clip from noise ``x``; each step averages the guided v of every window (weighted by
+    ``fuse``). ``schedule``: the official DDIM ``Schedule`` or any ``Solver``."""
+    solver = DDIMSolver(schedule) if isinstance(schedule, Schedule) else schedule
+    steps = len(solver.timesteps)
+    with feature_cache(unet, cache or CachePlan(), steps) as features:
+        model = WindowedModel(unet, cond, windows, steps, guidance, fuse, features, callback)
+        return sample(model, solver.start(x), solver, callback)
 
 
 def sample_gaussian_tiles(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule, tile: int, overlap: int,

@@ -1,0 +1,119 @@
+"""Solvers over the official noise schedule: the official DDIM and diffusers' few-step schedulers.
+
+A solver knows its timesteps and how to take one step from a v-prediction; ``sample`` is the loop over
+a model function ``model(x, t, step) -> v`` (the guided, window-fused prediction of the whole clip), so
+every solver composes with every strategy that is a model function. The few-step solvers are diffusers'
+own schedulers configured from the official DDIM config (v-prediction, zero-terminal-SNR betas, trailing
+spacing), not copies: diffusers replaces the terminal cumulative alpha 0 by 2**-24 for them, so their
+first step sees the same pure noise as DDIM's, and they end on sigma 0 (``final_sigmas_type="zero"``).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+
+from ..errors import FYEInputError
+from .schedule import OFFICIAL_SCHEDULER, Schedule, ddim_step, predicted_x0, x0_from_v
+
+Callback = Callable[[dict], None]
+ModelFunction = Callable[[torch.Tensor, float, int], torch.Tensor]  # (model input, timestep, step) -> v
+
+# name -> (diffusers scheduler, settings over the official config)
+DIFFUSERS_SOLVERS = {
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                               "final_sigmas_type": "zero"}),
+    "unipc": (UniPCMultistepScheduler, {"solver_order": 2, "final_sigmas_type": "zero"}),
+    "euler": (EulerDiscreteScheduler, {"final_sigmas_type": "zero"}),
+}
+SOLVERS = ("ddim", *DIFFUSERS_SOLVERS)
+
+
+class Solver(Protocol):
+    """One run's steps. ``x`` is the solver's own latent (Euler's is scaled by sqrt(sigma^2 + 1))."""
+
+    timesteps: list[float]
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """The first latents from unit Gaussian noise."""
+
+    def model_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """What the UNet sees at ``step``: the variance-preserving latents."""
+
+    def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latents after ``step`` and the clean latents the prediction implies (for previews)."""
+
+    def noised(self, latents: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        """Clean ``latents`` diffused to ``step``'s noise level with ``noise``, as the solver's ``x``."""
+
+
+class DDIMSolver:
+    """The official sampler: deterministic DDIM over ``Schedule`` (bit-identical to the official loop)."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+        self.timesteps = schedule.timesteps
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
+    def model_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        return x
+
+    def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.timesteps[step]
+        return ddim_step(x, v, t, self.schedule), predicted_x0(x, v, t, self.schedule)
+
+    def noised(self, latents: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        alpha = self.schedule.alpha(self.timesteps[step])
+        return alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
+
+
+class DiffusersSolver:
+    """A diffusers scheduler (``DIFFUSERS_SOLVERS``) driven step by step; a new one for every run, as
+    multistep schedulers keep the previous predictions."""
+
+    def __init__(self, name: str, steps: int):
+        scheduler_class, settings = DIFFUSERS_SOLVERS[name]
+        accepted = inspect.signature(scheduler_class).parameters
+        official = {k: v for k, v in DDIMScheduler(**OFFICIAL_SCHEDULER).config.items() if k in accepted}
+        self.scheduler = scheduler_class.from_config(official, **settings)
+        self.scheduler.set_timesteps(steps)
+        self.timesteps = self.scheduler.timesteps.tolist()
+        self._alphas = self.scheduler.alphas_cumprod.double()
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise * self.scheduler.init_noise_sigma
+
+    def model_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        return self.scheduler.scale_model_input(x, self.scheduler.timesteps[step])
+
+    def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = float(self._alphas[round(self.timesteps[step])])
+        denoised = x0_from_v(self.model_input(x, step), v, alpha)
+        return self.scheduler.step(v, self.scheduler.timesteps[step], x).prev_sample, denoised
+
+    def noised(self, latents: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        return self.scheduler.add_noise(latents, noise, self.scheduler.timesteps[step:step + 1])
+
+
+def make_solver(name: str, steps: int) -> Solver:
+    """A fresh solver of ``steps`` steps (``SOLVERS``)."""
+    if name not in SOLVERS:
+        raise FYEInputError(f"solver must be one of {SOLVERS}, got {name!r}")
+    schedule = Schedule(steps)  # checks the step count
+    return DDIMSolver(schedule) if name == "ddim" else DiffusersSolver(name, steps)
+
+
+def sample(model: ModelFunction, x: torch.Tensor, solver: Solver, callback: Callback | None = None) -> torch.Tensor:
+    """Solves from ``x`` (already ``solver.start``-ed) over the solver's steps."""
+    steps = len(solver.timesteps)
+    for step, t in enumerate(solver.timesteps):
+        v = model(solver.model_input(x, step), t, step)
+        x, denoised = solver.step(x, v, step)
+        if callback is not None:
+            callback({"event": "step", "step": step, "steps": steps, "x": x, "denoised": denoised})
+    return x
