@@ -1,15 +1,19 @@
-"""Seconds per denoising step and peak memory of HunyuanPortrait sampling with the full-size UNet, with the temporal
-context folded (our default: no copies) and repeated for every position (as the released code computes it).
+"""Seconds per denoising step and peak memory of HunyuanPortrait sampling with the full-size UNet: the released
+sampler with the temporal context folded (our default: no copies) and repeated for every position (as the released
+code computes it), and the savings against it: the guidance interval (the three branches on the first half of the
+steps, the cond branch alone with the reused difference after) and the feature cache (fixed windows).
 
 The full-size UNet (SVD-xt with the motion IP weights, 1.58 B parameters) and pose guider are built on the meta
 device and materialised with seeded random values (normal, std 1/sqrt(fan in); norms 1, biases 0) directly in the
 benchmarked dtype. A step is one Euler step of ``fye_core.hunyuan.sampler.sample_windows`` over a clip of exactly
-one window: one three-branch UNet call on 3 x FRAMES frames. Memory is the process's peak resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: weights, activations and the allocator's cache; tracemalloc does
-not see torch's allocations), next to the resident set after the build; each variant runs in a fresh process so
-that its peak is its own.
+one window: one UNet call on 3 x FRAMES frames (FRAMES with the cond branch alone). Memory is the process's peak
+resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: weights, activations and the allocator's cache;
+tracemalloc does not see torch's allocations), next to the resident set after the build; each variant runs in a
+fresh process so that its peak is its own. The savings need a few steps to show: the cache plan computes the whole
+UNet on the first step, every second step after it and the last one (interval 2, warm-up 1), so 6 steps forecast 2.
 
     .venv/bin/python bench/hunyuan.py [--size 128] [--frames 8] [--steps 2] [--threads N] [--dtypes fp32 bf16]
+        [--variants folded repeated cfg-interval cache cfg+cache]
 """
 from __future__ import annotations
 
@@ -25,6 +29,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 0
+CFG_INTERVAL = (0.0, 0.5)  # with the difference reused after
+CACHE = {"interval": 2, "order": 1, "depth": 1, "warmup": 1}
+# name -> (temporal context folded, guidance interval and reuse, feature cache); the cache variants use fixed
+# windows (shift offset 0), the others the released shift
+VARIANTS = {"folded": (True, None, None), "repeated": (False, None, None), "cfg-interval": (True, CFG_INTERVAL, None),
+            "cache": (True, None, CACHE), "cfg+cache": (True, CFG_INTERVAL, CACHE)}
 
 
 def rss_gb() -> float:
@@ -60,6 +70,7 @@ def measure(spec: dict) -> dict:
     from fye_core.hunyuan.loader import build_hunyuan_models
     from fye_core.hunyuan.models import time_ids
     from fye_core.hunyuan.sampler import HunyuanConditioning, guidance_scales, karras_schedule, sample_windows
+    from fye_core.sampling.cache import CachePlan
 
     torch.set_num_threads(spec["threads"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
@@ -68,7 +79,8 @@ def measure(spec: dict) -> dict:
     generator = torch.Generator().manual_seed(SEED)
     for network in (models.unet, models.pose_guider):
         materialise(network.eval(), dtype, generator)
-    models.unet.set_temporal_context_folding(spec["fold"])
+    fold, interval, cache = VARIANTS[spec["variant"]]
+    models.unet.set_temporal_context_folding(fold)
     build_seconds = time.perf_counter() - start
     build_rss = rss_gb()
 
@@ -87,14 +99,24 @@ def measure(spec: dict) -> dict:
     sigmas, timesteps = sigmas[:steps + 1], timesteps[:steps]
     scale = guidance_scales(INFERENCE.appearance_guidance, INFERENCE.appearance_guidance, steps)
     x = torch.randn(1, frames, 4, latent, latent, generator=generator) * sigmas[0]
-    ends = []
+    ends, items, partial = [], [], []
+
+    def record(event):
+        if event["event"] == "step":
+            ends.append(time.perf_counter())
+        else:
+            items.append(len(event["branches"]))
+            partial.append(event["partial"])
+
+    savings = {"cfg_interval": interval or (0.0, 1.0), "cfg_reuse": interval is not None,
+               "cache": CachePlan(**cache) if cache else None}
     start = time.perf_counter()
     with torch.no_grad():
         sample_windows(models.unet, x, cond, sigmas, timesteps, scale, scale, window=frames, overlap=0,
-                       callback=lambda event: ends.append(time.perf_counter()) if event["event"] == "step" else None)
+                       shift_offset=0 if cache else INFERENCE.shift_offset, callback=record, **savings)
     step_seconds = [end - begin for begin, end in zip([start, *ends[:-1]], ends, strict=True)]
     return {"build_seconds": build_seconds, "build_rss_gb": build_rss, "step_seconds": step_seconds,
-            "peak_rss_gb": peak_rss_gb()}
+            "peak_rss_gb": peak_rss_gb(), "unet_items": items, "partial": partial}
 
 
 def run_variant(spec: dict) -> dict:
@@ -113,6 +135,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="Euler steps; the first includes warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
+                        help="folded: the released sampler (the baseline of the savings); repeated: its temporal "
+                             "context as the released code computes it; cfg-interval, cache, cfg+cache: the savings")
     args = parser.parse_args()
     if args.spec:
         sys.path.insert(0, str(REPO))
@@ -128,22 +153,29 @@ def main() -> None:
           f"weights) and pose guider, seeded random weights (seed {SEED}); {args.size}x{args.size} px (latents "
           f"{args.size // 8}x{args.size // 8}), one window of {args.frames} frames, three-branch CFG (UNet batch "
           f"{3 * args.frames} frames), Karras/Euler, first {args.steps} of 25 steps; peak memory = peak RSS "
-          "(resource.getrusage ru_maxrss) of a fresh process per variant")
+          "(resource.getrusage ru_maxrss) of a fresh process per variant; savings: cfg-interval = the three "
+          f"branches on steps in {CFG_INTERVAL[0]:g}-{CFG_INTERVAL[1]:g} of the run, the cond branch with the "
+          f"reused difference after; cache = feature cache {CACHE}, shift offset 0")
     rows = []
     for dtype in args.dtypes:
-        for fold in (True, False):
-            spec = dict(dtype=dtype, fold=fold, size=args.size, frames=args.frames, steps=args.steps,
+        for variant in args.variants:
+            spec = dict(dtype=dtype, variant=variant, size=args.size, frames=args.frames, steps=args.steps,
                         threads=threads)
-            print(f"running {dtype} {'folded' if fold else 'repeated'} ...", flush=True)
+            print(f"running {dtype} {variant} ...", flush=True)
             rows.append((spec, run_variant(spec)))
-    print(f"\n{'dtype':<5} {'temporal context':<16} {'build s':>7} {'RSS after build GB':>18} {'first step s':>12} "
-          f"{'later steps s/step':>18} {'peak RSS GB':>11} {'peak - build GB':>15}")
+    print(f"\n{'dtype':<5} {'variant':<12} {'build s':>7} {'RSS after build GB':>18} {'first step s':>12} "
+          f"{'later steps s/step':>18} {'run s':>7} {'vs folded':>9} {'UNet items':>10} {'forecast':>8} "
+          f"{'peak RSS GB':>11} {'peak - build GB':>15}")
+    baseline = {spec["dtype"]: sum(r["step_seconds"]) for spec, r in rows if spec["variant"] == "folded"}
     for spec, r in rows:
         steps = r["step_seconds"]
         later = f"{sum(steps[1:]) / len(steps[1:]):.2f}" if len(steps) > 1 else "-"
-        print(f"{spec['dtype']:<5} {'folded' if spec['fold'] else 'repeated':<16} {r['build_seconds']:>7.1f} "
-              f"{r['build_rss_gb']:>18.2f} {steps[0]:>12.2f} {later:>18} {r['peak_rss_gb']:>11.2f} "
-              f"{r['peak_rss_gb'] - r['build_rss_gb']:>15.2f}")
+        total = sum(steps)
+        ratio = f"{total / baseline[spec['dtype']]:.2f}x" if spec["dtype"] in baseline else "-"
+        print(f"{spec['dtype']:<5} {spec['variant']:<12} {r['build_seconds']:>7.1f} {r['build_rss_gb']:>18.2f} "
+              f"{steps[0]:>12.2f} {later:>18} {total:>7.1f} {ratio:>9} {sum(r['unet_items']):>10} "
+              f"{sum(r['partial']):>8} {r['peak_rss_gb']:>11.2f} {r['peak_rss_gb'] - r['build_rss_gb']:>15.2f}")
+        print(f"      seconds per step: {' '.join(f'{s:.2f}' for s in steps)}")
 
 
 if __name__ == "__main__":

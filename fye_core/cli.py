@@ -48,8 +48,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 BACKENDS = ("fye", "hunyuan-portrait")
 # animate options that only one backend has (argparse destinations); the other refuses them
 FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "allow_pickle", "crop_margin", "feather", "cfg",
-            "long_video", "keyframes", "fuse", "preset", "solver", "cfg_interval", "cfg_reuse", "cache_interval",
-            "cache_order", "cache_depth", "cache_warmup")
+            "long_video", "keyframes", "fuse", "preset", "solver")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
@@ -395,11 +394,27 @@ def _hunyuan_faces(args, portrait: np.ndarray, name: str):
     return reference, faces, info.fps
 
 
+def hunyuan_options(args):
+    """The ``HunyuanOptions`` of the animate arguments; the savings flags (``--cfg-interval``, ``--cfg-reuse``,
+    ``--cache-*``) default to none, the released sampler."""
+    from .hunyuan.pipeline import HunyuanOptions
+    from .sampling.cache import CachePlan
+
+    cache = {name: getattr(args, f"cache_{name}") for name in ("interval", "order", "depth", "warmup")
+             if getattr(args, f"cache_{name}") is not None}
+    return HunyuanOptions(steps=args.steps, seed=args.seed, window=args.context_frames,
+                          overlap=args.context_overlap, shift_offset=args.shift_offset, pad_frames=args.pad_frames,
+                          appearance_guidance=_guidance(args.appearance_cfg, "--appearance-cfg",
+                                                        INFERENCE.appearance_guidance),
+                          motion_guidance=_guidance(args.motion_cfg, "--motion-cfg", INFERENCE.motion_guidance),
+                          cfg_interval=tuple(args.cfg_interval or (0.0, 1.0)), cfg_reuse=bool(args.cfg_reuse),
+                          cache=CachePlan(**cache))
+
+
 def run_hunyuan_animate(args) -> int:
     from .hunyuan.loader import locate_files
     from .hunyuan.pipeline import (
         SIZE_MULTIPLE,
-        HunyuanOptions,
         animate_frames,
         encode_driving,
         load_hunyuan_portrait,
@@ -414,11 +429,7 @@ def run_hunyuan_animate(args) -> int:
                             "frames), not a landmark template")
     if args.size < SIZE_MULTIPLE or args.size % SIZE_MULTIPLE:
         raise FYEInputError(f"--size must be a multiple of {SIZE_MULTIPLE}, got {args.size}")
-    options = HunyuanOptions(steps=args.steps, seed=args.seed, window=args.context_frames,
-                             overlap=args.context_overlap, shift_offset=args.shift_offset, pad_frames=args.pad_frames,
-                             appearance_guidance=_guidance(args.appearance_cfg, "--appearance-cfg",
-                                                           INFERENCE.appearance_guidance),
-                             motion_guidance=_guidance(args.motion_cfg, "--motion-cfg", INFERENCE.motion_guidance))
+    options = hunyuan_options(args)
     portrait = load_image(args.portrait)
     reference, faces, fps = _hunyuan_faces(args, portrait, f"the portrait {args.portrait}")
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)

@@ -1,5 +1,5 @@
 """ComfyUI adapters for the headless ``fye_core``: the only package that imports comfy."""
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .animate import ANIMATE_NODES
 from .crop import CROP_NODES

@@ -6,19 +6,23 @@ import comfy.utils
 import folder_paths
 import latent_preview
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions, animate_motion
 from ..fye_core.image import images_to_uint8
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
-from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES
+from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
 from .models import DTYPES, FOLDER, loader_placement
 
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
+SpeedType = io.Custom("FYE_SPEED")
+PRESET_HELP = ("official: the official sampler (30 DDIM steps, guidance on every step); fast and fastest: "
+               "DPM-Solver++ with fewer steps, guidance where it matters, fastest also a feature cache. README "
+               "and bench/speed.py give the time saved and the fidelity to official.")
 
 
 class FYENetworks(torch.nn.Module):
@@ -92,7 +96,8 @@ class Animate(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD-1.5 VAE (sd-vae-ft-mse), loaded with Load VAE."),
                 io.ClipVision.Input("clip_vision", tooltip="The sd-image-variations CLIP image encoder "
                                                            "(ViT-L/14), loaded with Load CLIP Vision."),
-                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="DDIM steps (official 30)."),
+                io.Int.Input("steps", default=0, min=0, max=1000,
+                             tooltip="Solver steps; 0 = the preset's (official 30 DDIM steps)."),
                 io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1,
                                tooltip="Classifier-free guidance scale (official 3.5; 1 turns CFG off)."),
                 io.Int.Input("seed", default=OFFICIAL_SEED, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -111,23 +116,27 @@ class Animate(io.ComfyNode):
                 io.Combo.Input("keyframes", options=list(KEYFRAME_CHOICES), default="even",
                                tooltip="'progressive' mode: keyframes evenly spaced, or moved to the most "
                                        "expressive driving frames near them."),
+                io.Combo.Input("preset", options=list(PRESETS), default="official", tooltip=PRESET_HELP),
+                SpeedType.Input("speed_options", optional=True,
+                                tooltip="From FYE Speed Options: single settings that override the preset's."),
             ],
             outputs=[io.Image.Output(display_name="images")],
         )
 
     @classmethod
     def execute(cls, fye_models, reference, motion, vae, clip_vision, steps, cfg, seed, long_video,
-                context_frames, context_overlap, fuse, keyframes) -> io.NodeOutput:
+                context_frames, context_overlap, fuse, keyframes, preset="official",
+                speed_options=None) -> io.NodeOutput:
         reference_u8 = images_to_uint8(reference[:1])[0]
         tokens = clip_tokens_from_comfy(clip_vision, reference_u8)
         comfy.model_management.load_models_gpu([fye_models])
         models = fye_models.model.fye
         device, dtype = fye_models.load_device, models.unet.dtype
-        options = AnimationOptions(steps=steps, guidance=cfg, seed=seed, long_video=long_video,
+        options = AnimationOptions(steps=steps or None, guidance=cfg, seed=seed, long_video=long_video,
                                    context_frames=context_frames, context_overlap=context_overlap, fuse=fuse,
-                                   keyframes=keyframes)
+                                   keyframes=keyframes, preset=preset, **(speed_options or {}))
         chunks = animate_motion(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, motion, options,
-                                sampling_progress(device, steps))
+                                sampling_progress(device, options.speed.steps))
         decoding = comfy.utils.ProgressBar(len(motion))
         frames = []
         for chunk in chunks:
@@ -135,6 +144,53 @@ class Animate(io.ComfyNode):
             frames.append(chunk.to(comfy.model_management.intermediate_device()))
             decoding.update(len(chunk))
         return io.NodeOutput(torch.cat(frames).clamp(0, 1))
+
+
+class SpeedOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        cache = CachePlan()
+        return io.Schema(
+            node_id="FYE_SpeedOptions",
+            display_name="FYE Speed Options",
+            category=CATEGORY,
+            description="Expert overrides of the speed preset chosen in FYE Animate; 'preset' (or -1) keeps the "
+                        "preset's value of a setting.",
+            inputs=[
+                io.Combo.Input("solver", options=["preset", *SOLVERS], default="preset",
+                               tooltip="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc or euler."),
+                io.Float.Input("cfg_start", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                               tooltip="The unconditional pass runs on steps from this part of the run (fraction; "
+                                       "-1: the preset's)."),
+                io.Float.Input("cfg_end", default=-1.0, min=-1.0, max=1.0, step=0.01,
+                               tooltip="... up to this part of the run (fraction; -1: the preset's; official 0-1)."),
+                io.Combo.Input("cfg_reuse", options=["preset", "on", "off"], default="preset",
+                               tooltip="Outside that part, keep guiding with the last guidance difference."),
+                io.Int.Input("cache_interval", default=-1, min=-1, max=100,
+                             tooltip="Feature cache: the whole UNet every N steps, the deep features forecast "
+                                     "between (1 = off; -1: the preset's)."),
+                io.Int.Input("cache_order", default=-1, min=-1, max=3,
+                             tooltip=f"Order of the Taylor forecast (0 reuses the last value; -1: the preset's, "
+                                     f"default {cache.order})."),
+                io.Int.Input("cache_depth", default=-1, min=-1, max=3,
+                             tooltip="UNet level where the cached branch starts (1 caches the most; -1: the "
+                                     "preset's)."),
+                io.Int.Input("cache_warmup", default=-1, min=-1, max=100,
+                             tooltip="First steps always computed whole (-1: the preset's)."),
+            ],
+            outputs=[SpeedType.Output(display_name="speed_options")],
+        )
+
+    @classmethod
+    def execute(cls, solver, cfg_start, cfg_end, cfg_reuse, cache_interval, cache_order, cache_depth,
+                cache_warmup) -> io.NodeOutput:
+        overrides = {"solver": None if solver == "preset" else solver,
+                     "cfg_reuse": None if cfg_reuse == "preset" else cfg_reuse == "on",
+                     "cfg_interval": None if min(cfg_start, cfg_end) < 0 else (cfg_start, cfg_end)}
+        for name, value in (("interval", cache_interval), ("order", cache_order), ("depth", cache_depth),
+                            ("warmup", cache_warmup)):
+            overrides[f"cache_{name}"] = None if value < 0 else value
+        return io.NodeOutput(overrides)
 
 
 def sampling_progress(device, steps: int):
@@ -153,4 +209,4 @@ def sampling_progress(device, steps: int):
     return callback
 
 
-ANIMATE_NODES = (LoadModels, Animate)
+ANIMATE_NODES = (LoadModels, Animate, SpeedOptions)

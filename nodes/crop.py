@@ -1,6 +1,6 @@
 """Face crop at the model's resolution and feathered paste-back into the full-resolution portrait."""
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from ..fye_core.image import images_to_uint8

@@ -9,7 +9,7 @@ import comfy.model_patcher
 import comfy.utils
 import latent_preview
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..fye_core.errors import FYEInputError
 from ..fye_core.hunyuan.config import INFERENCE
@@ -25,12 +25,14 @@ from ..fye_core.hunyuan.pipeline import (
     reference_tokens,
 )
 from ..fye_core.image import images_to_uint8
+from ..fye_core.sampling.cache import CachePlan
 from .convert import FrameProgress
 from .landmarks import FaceTrackType, face_detector
 from .models import DTYPES, hunyuan_dirs, loader_placement
 
 CATEGORY = "FollowYourEmoji/HunyuanPortrait"
 HunyuanPortraitType = io.Custom("FYE_HUNYUAN_PORTRAIT")
+OFF = CachePlan()  # the feature cache's defaults: off (interval 1)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,25 @@ class HunyuanPortraitAnimate(io.ComfyNode):
                                     tooltip="Face track of the reference (FYE Face Crop's face_track), for the "
                                             "ArcFace identity embedding; found on the reference when not "
                                             "connected. Unused without arcface.onnx."),
+                io.Float.Input("cfg_start", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="Savings: the three guidance branches run only on the steps from this part "
+                                       "of the run (fraction; released 0)..."),
+                io.Float.Input("cfg_end", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="... up to this part (fraction; released 1: every step). On the other steps "
+                                       "the conditional branch alone runs, a third of the UNet work."),
+                io.Boolean.Input("cfg_reuse", default=False, optional=True,
+                                 tooltip="Outside cfg_start-cfg_end, keep guiding with each frame's last guidance "
+                                         "difference instead of dropping guidance (released: off)."),
+                io.Int.Input("cache_interval", default=OFF.interval, min=1, max=100, optional=True,
+                             tooltip="Feature cache: the whole UNet every N steps, the deep features forecast "
+                                     "between (1 = off, released). It forecasts a window only from its own earlier "
+                                     "steps, so it saves time only with shift_offset 0 (fixed windows)."),
+                io.Int.Input("cache_order", default=OFF.order, min=0, max=3, optional=True,
+                             tooltip="Feature cache: order of the Taylor forecast (0 reuses the last value)."),
+                io.Int.Input("cache_depth", default=OFF.depth, min=1, max=3, optional=True,
+                             tooltip="Feature cache: UNet level where the cached branch starts (1 caches the most)."),
+                io.Int.Input("cache_warmup", default=OFF.warmup, min=0, max=100, optional=True,
+                             tooltip="Feature cache: first steps always computed whole."),
             ],
             outputs=[io.Image.Output(display_name="images"),
                      io.String.Output(display_name="report",
@@ -139,7 +160,9 @@ class HunyuanPortraitAnimate(io.ComfyNode):
 
     @classmethod
     def execute(cls, hunyuan_portrait, reference, driving, driving_track, steps, appearance_cfg, motion_cfg, seed,
-                context_frames, context_overlap, shift_offset, pad_frames, reference_track=None) -> io.NodeOutput:
+                context_frames, context_overlap, shift_offset, pad_frames, reference_track=None, cfg_start=0.0,
+                cfg_end=1.0, cfg_reuse=False, cache_interval=OFF.interval, cache_order=OFF.order,
+                cache_depth=OFF.depth, cache_warmup=OFF.warmup) -> io.NodeOutput:
         reference_u8 = images_to_uint8(reference[:1])[0]
         check_reference(reference_u8)
         if (len(driving_track), driving_track.height, driving_track.width) != tuple(driving.shape[:3]):
@@ -148,7 +171,9 @@ class HunyuanPortraitAnimate(io.ComfyNode):
                                 f"{driving.shape[1]}; connect the track made from these frames")
         options = HunyuanOptions(steps=steps, appearance_guidance=(appearance_cfg,) * 2,
                                  motion_guidance=(motion_cfg,) * 2, seed=seed, window=context_frames,
-                                 overlap=context_overlap, shift_offset=shift_offset, pad_frames=pad_frames)
+                                 overlap=context_overlap, shift_offset=shift_offset, pad_frames=pad_frames,
+                                 cfg_interval=(cfg_start, cfg_end), cfg_reuse=cfg_reuse,
+                                 cache=CachePlan(cache_interval, cache_order, cache_depth, cache_warmup))
         faces = faces_from_track(driving_track)
         comfy.model_management.load_models_gpu([hunyuan_portrait])
         backend = hunyuan_portrait.model.backend

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import folder_paths
 import numpy as np
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from ..fye_core.errors import FYEInputError
 from ..fye_core.image import REFERENCE_MODES, images_to_uint8, prepare_reference

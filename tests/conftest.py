@@ -1,5 +1,8 @@
+import shutil
+
 import numpy as np
 import pytest
+from comfy_host import ComfyHost
 from shared_data import FACE_LANDMARKER, golden, shared_path
 
 from fye_core.landmarks import FaceTrack
@@ -14,6 +17,25 @@ def face_landmarker_model(tmp_path_factory):
     mp.setenv("FYE_CACHE", str(tmp_path_factory.mktemp("fye-cache")))
     yield model
     mp.undo()
+
+
+COMFY_NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
+                  "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop",
+                  "FYE_PasteBack", "FYE_PlaceFace", "FYE_LoadHunyuanPortrait", "FYE_HunyuanPortraitAnimate")
+COMFY_PORTRAIT, COMFY_VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory, face_landmarker_model):
+    """One real ComfyUI host with the pack for every ``comfyui`` test module, the MediaPipe model in models/fye
+    and a portrait and a driving video in its input folder."""
+    base = tmp_path_factory.mktemp("comfyui")
+    (base / "models" / "fye").mkdir(parents=True)
+    shutil.copy(face_landmarker_model, base / "models" / "fye" / face_landmarker_model.name)
+    with ComfyHost(base, expected_nodes=COMFY_NODE_IDS) as running:
+        for name in (COMFY_PORTRAIT, COMFY_VIDEO):
+            shutil.copy(shared_path("data", name), running.input_dir / name)
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,10 @@ import time
 import numpy as np
 import pytest
 import skimage.data
-from comfy_host import REPO_ROOT, ComfyHost, PromptFailed, ui_to_api
+from comfy_host import REPO_ROOT, PromptFailed, ui_to_api
+from conftest import COMFY_NODE_IDS as NODE_IDS
+from conftest import COMFY_PORTRAIT as PORTRAIT
+from conftest import COMFY_VIDEO as VIDEO
 from conftest import golden_track, write_official_template
 from hunyuan_models_fixtures import write_tiny_hunyuan_dir
 from models_fixtures import load_tiny_models, write_random_clip_vision, write_random_sd_vae
@@ -31,24 +34,9 @@ from fye_core.video import probe_video, read_video, write_video
 
 pytestmark = pytest.mark.comfyui
 
-NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
-            "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop", "FYE_PasteBack",
-            "FYE_PlaceFace", "FYE_LoadHunyuanPortrait", "FYE_HunyuanPortraitAnimate")
 WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution",
              "fye_animate_animal_portrait", "fye_hunyuan_portrait")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
-PORTRAIT, VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory, face_landmarker_model):
-    base = tmp_path_factory.mktemp("comfyui")
-    (base / "models" / "fye").mkdir(parents=True)
-    shutil.copy(face_landmarker_model, base / "models" / "fye" / face_landmarker_model.name)
-    with ComfyHost(base, expected_nodes=NODE_IDS) as running:
-        for name in (PORTRAIT, VIDEO):
-            shutil.copy(shared_path("data", name), running.input_dir / name)
-        yield running
 
 
 def saved_images(host, history, node_id) -> np.ndarray:

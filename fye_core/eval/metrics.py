@@ -1,20 +1,20 @@
 """Self-reenactment image metrics on uint8 RGB frames: L1, PSNR and SSIM, per frame and for a video.
 
-SSIM is Wang et al. 2004 as scikit-image computes it with ``gaussian_weights=True, sigma=1.5,
-use_sample_covariance=False, data_range=255``: an 11x11 Gaussian window (sigma 1.5, mirrored edges),
-population covariances, the mean over the image less the window's radius at each edge, then over channels.
+SSIM and PSNR are scikit-image's (``pip install 'follow-your-emoji[eval]'``, imported when first used). SSIM is
+Wang et al. 2004 with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255``: an
+11x11 Gaussian window (sigma 1.5, mirrored edges), population covariances, the mean over the image less the
+window's radius at each edge, then over channels.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..errors import FYEInputError
+from .weights import MetricUnavailable
 
 DATA_RANGE = 255.0
 SSIM_SIGMA = 1.5
-SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): the 11-tap window of Wang et al.
-SSIM_K1, SSIM_K2 = 0.01, 0.03
+INSTALL_HINT = "pip install 'follow-your-emoji[eval]', or pip install scikit-image"
 
 
 def check_same_frames(pred: np.ndarray, gt: np.ndarray, pred_name: str = "the prediction",
@@ -28,36 +28,28 @@ def check_same_frames(pred: np.ndarray, gt: np.ndarray, pred_name: str = "the pr
                             "of one length (a video made with --drop-first-frame: pass --drop-first-frame to eval)")
 
 
-def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.ndarray:
-    """The normalised 1D Gaussian taps; the 2D window is their outer product (applied separably)."""
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
-
-
-def _local_mean(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Gaussian-weighted local mean of each channel, edges mirrored (dcba|abcd, scikit-image's ``reflect``)."""
-    return cv2.sepFilter2D(image, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT)
+def _skimage_metrics():
+    """``skimage.metrics``, or ``MetricUnavailable`` saying how to install it."""
+    try:
+        import skimage.metrics
+    except ImportError:
+        raise MetricUnavailable(f"SSIM and PSNR need scikit-image, which is not installed: {INSTALL_HINT}") from None
+    return skimage.metrics
 
 
 def ssim_frame(pred: np.ndarray, gt: np.ndarray) -> float:
     """SSIM of two (H, W, 3) uint8 frames, averaged over channels."""
-    x, y = pred.astype(np.float64), gt.astype(np.float64)
-    taps = gaussian_window()
-    mx, my = _local_mean(x, taps), _local_mean(y, taps)
-    vx = _local_mean(x * x, taps) - mx * mx
-    vy = _local_mean(y * y, taps) - my * my
-    cxy = _local_mean(x * y, taps) - mx * my
-    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
-    ssim_map = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    r = SSIM_RADIUS  # the border the window does not fully cover is left out, as Wang et al. do
-    return float(ssim_map[r:-r, r:-r].mean(axis=(0, 1)).mean())
+    return float(_skimage_metrics().structural_similarity(
+        pred, gt, gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False, data_range=DATA_RANGE,
+        channel_axis=-1))
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB (peak 255) of two frames or videos; identical ones give infinity."""
-    mse = np.mean((pred.astype(np.float64) - gt.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(DATA_RANGE ** 2 / mse))
+    """Peak signal-to-noise ratio in dB (peak 255) of two frames or videos, from the mean squared error over all
+    their pixels; identical ones give infinity."""
+    metrics = _skimage_metrics()
+    with np.errstate(divide="ignore"):  # a zero error: infinity
+        return float(metrics.peak_signal_noise_ratio(gt, pred, data_range=DATA_RANGE))
 
 
 def l1(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -65,10 +57,14 @@ def l1(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(np.abs(pred.astype(np.float64) - gt.astype(np.float64))) / DATA_RANGE)
 
 
+def video_ssim(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The mean SSIM of the frames of two (N, H, W, 3) uint8 videos."""
+    return float(np.mean([ssim_frame(p, g) for p, g in zip(pred, gt, strict=True)]))
+
+
 def video_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """``l1``, ``ssim`` (the mean of the frames') and ``psnr`` of two (N, H, W, 3) uint8 videos of one size and
     length. PSNR is the whole video's, from its mean squared error over all frames: a mean of per-frame PSNRs
-    would be infinite as soon as one frame matched exactly."""
+    would be infinite as soon as one frame matched exactly. Without scikit-image, ``MetricUnavailable``."""
     check_same_frames(pred, gt)
-    return {"l1": l1(pred, gt), "ssim": float(np.mean([ssim_frame(p, g) for p, g in zip(pred, gt, strict=True)])),
-            "psnr": psnr(pred, gt)}
+    return {"l1": l1(pred, gt), "ssim": video_ssim(pred, gt), "psnr": psnr(pred, gt)}

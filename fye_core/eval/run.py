@@ -19,7 +19,7 @@ from ..video import read_video
 from .fvd import CLIP_FRAMES, frechet_distance, i3d_features, load_i3d
 from .identity import aligned_face, identity_similarity, load_arcface
 from .landmarks import DEFAULT_THRESHOLD_PX, landmark_accuracy, motion_intensities, track_pixels
-from .metrics import check_same_frames, video_metrics
+from .metrics import check_same_frames, l1, psnr, video_ssim
 from .perceptual import load_lpips, lpips_distances
 from .weights import MetricUnavailable
 
@@ -148,8 +148,8 @@ def _fvd(score: PairScore, networks: OptionalNetworks, pred: np.ndarray, gt: np.
 
 
 def _self_reenactment(score: PairScore, networks: OptionalNetworks, pred: np.ndarray, gt: np.ndarray) -> None:
-    image = video_metrics(pred, gt)
-    score.measure(("l1", "ssim", "psnr"), lambda: (image["l1"], image["ssim"], image["psnr"]))
+    score.measure(("l1",), lambda: (l1(pred, gt),))
+    score.measure(("ssim", "psnr"), lambda: (video_ssim(pred, gt), psnr(pred, gt)))  # scikit-image's
     score.measure(("lpips",), lambda: (float(lpips_distances(networks.get("lpips"), pred, gt).mean()),))
     score.measure(("fvd",), lambda: _fvd(score, networks, pred, gt))
 

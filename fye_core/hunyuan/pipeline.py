@@ -11,12 +11,13 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..errors import FYEInputError
+from ..sampling.cache import CachePlan
 from .arcface import NO_IDENTITY, ArcFace, arcface_file
 from .config import INFERENCE
 from .face import DrivingFaces
@@ -24,8 +25,10 @@ from .loader import HunyuanModels, load_hunyuan_dir
 from .models import time_ids
 from .preprocess import arcface_input, chunk_intensity_ids, dino_input, driving_crops
 from .sampler import (
+    FULL_RUN,
     Callback,
     HunyuanConditioning,
+    fixed_windows,
     guidance_scales,
     karras_schedule,
     noisy_start,
@@ -47,6 +50,12 @@ class HunyuanOptions:
     whose motion intensity is bucketed together; ``overlap``: frames shared by neighbouring windows;
     ``shift_offset``: how much further back the windows start at every step; ``pad_frames``: frames faded in
     from and out to a still face at both ends, so that the circular windows join the clip's ends.
+
+    Savings (``sampler`` module docstring; the defaults run none): ``cfg_interval``: the part of the run
+    (fractions of the steps, [start, end)) whose steps run the three guidance branches, the others the
+    conditional one alone; ``cfg_reuse``: outside it, add each frame's last guidance difference instead of
+    dropping guidance; ``cache``: the cross-step feature cache, which forecasts only with fixed windows
+    (``shift_offset`` 0).
     """
 
     steps: int = INFERENCE.num_inference_steps
@@ -58,6 +67,9 @@ class HunyuanOptions:
     shift_offset: int = INFERENCE.shift_offset
     pad_frames: int = INFERENCE.pad_frames
     decode_chunk: int = INFERENCE.decode_chunk_size
+    cfg_interval: tuple[float, float] = FULL_RUN
+    cfg_reuse: bool = False
+    cache: CachePlan = field(default_factory=CachePlan)
 
     def __post_init__(self):
         if self.steps < 1 or self.window < 1 or self.decode_chunk < 1:
@@ -66,6 +78,9 @@ class HunyuanOptions:
             raise FYEInputError(f"the window overlap must be in [0, {self.window}), got {self.overlap}")
         if self.pad_frames < 0 or self.shift_offset < 0:
             raise FYEInputError("pad frames and shift offset must be at least 0")
+        self.cfg_interval = tuple(self.cfg_interval)
+        if len(self.cfg_interval) != 2 or not 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1:
+            raise FYEInputError(f"cfg_interval must be two fractions 0 <= start <= end <= 1, got {self.cfg_interval}")
 
 
 @dataclass
@@ -180,12 +195,27 @@ def sample(models: HunyuanModels, cond: HunyuanConditioning, reference_latents: 
     appearance = guidance_scales(*options.appearance_guidance, len(timesteps))
     motion = guidance_scales(*options.motion_guidance, len(timesteps))
     x = noisy_start(reference_latents.float(), noise.to(reference_latents.device), sigmas[0])
-    log.info("HunyuanPortrait sampling %d frames of %dx%d latents: %d steps, guidance %s / %s, windows of %d",
+    log.info("HunyuanPortrait sampling %d frames of %dx%d latents: %d steps, guidance %s / %s, windows of %d%s",
              x.shape[1], x.shape[4], x.shape[3], len(timesteps), options.appearance_guidance,
-             options.motion_guidance, options.window)
+             options.motion_guidance, options.window, describe_savings(options))
     with torch.no_grad():
         return sample_windows(models.unet, x, cond, sigmas, timesteps, appearance, motion, options.window,
-                              options.overlap, options.shift_offset, callback)
+                              options.overlap, options.shift_offset, callback, cfg_interval=options.cfg_interval,
+                              cfg_reuse=options.cfg_reuse, cache=options.cache)
+
+
+def describe_savings(options: HunyuanOptions) -> str:
+    """The savings in use, for the log line ('' when none)."""
+    parts = []
+    if options.cfg_interval != FULL_RUN:
+        start, end = options.cfg_interval
+        parts.append(f"guidance branches in {start:g}-{end:g} of the run"
+                     + (" (difference reused after)" if options.cfg_reuse else ""))
+    if options.cache.enabled:
+        c = options.cache
+        parts.append(f"feature cache every {c.interval} (order {c.order}, depth {c.depth}, warm-up {c.warmup}"
+                     + ("" if fixed_windows(options.window, options.shift_offset) else "; shifting windows") + ")")
+    return "".join(f"; {part}" for part in parts)
 
 
 def decode_frames(models: HunyuanModels, latents: torch.Tensor, keep: range,

@@ -12,6 +12,8 @@ What differs from stock diffusers, and how it is done here:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
@@ -119,15 +121,26 @@ class HunyuanUNet(UNetSpatioTemporalConditionModel):
 
     def predict_branches(self, latents: torch.Tensor, timestep: torch.Tensor | float, cond_latent: torch.Tensor,
                          image_tokens: torch.Tensor, motion_tokens: torch.Tensor, added_time_ids: torch.Tensor,
-                         pose_feature: torch.Tensor | None = None) -> torch.Tensor:
-        """The official three-branch CFG call for one window; returns v (3, F, 4, h, w) in ``CFG_BRANCHES`` order.
+                         pose_feature: torch.Tensor | None = None,
+                         branches: Sequence[str] = CFG_BRANCHES) -> torch.Tensor:
+        """The official three-branch CFG call for one window; returns v (B, F, 4, h, w), one row per branch.
 
         ``latents`` (1, F, 4, h, w): the noisy latents already divided by sqrt(sigma^2 + 1); ``cond_latent``
         (1, 4, h, w): the reference's VAE mode, unscaled; ``image_tokens`` (1, N, C); ``motion_tokens``
-        (1, F, N, C); ``added_time_ids`` (1, 3) (see ``time_ids``).
+        (1, F, N, C); ``added_time_ids`` (1, 3) (see ``time_ids``). ``branches``: which of ``CFG_BRANCHES`` to
+        run, in that order (all three by default, the official call; ("cond",) alone where guidance is skipped).
         """
         sample, image, motion = cfg_inputs(latents, cond_latent, image_tokens, motion_tokens)
-        return self(sample, timestep, image, motion, added_time_ids.expand(len(CFG_BRANCHES), -1), pose_feature)
+        branches = tuple(branches)
+        if branches != CFG_BRANCHES:
+            rows = [CFG_BRANCHES.index(branch) for branch in branches if branch in CFG_BRANCHES]
+            if not rows or len(rows) != len(branches) or rows != sorted(set(rows)):
+                raise ValueError(f"branches must be some of {CFG_BRANCHES} in that order, got {branches}")
+            frames = latents.shape[1]
+            sample = sample[rows]
+            image, motion = (tokens.unflatten(0, (len(CFG_BRANCHES), frames))[rows].flatten(0, 1)
+                             for tokens in (image, motion))
+        return self(sample, timestep, image, motion, added_time_ids.expand(len(branches), -1), pose_feature)
 
 
 def cfg_inputs(latents: torch.Tensor, cond_latent: torch.Tensor, image_tokens: torch.Tensor,
