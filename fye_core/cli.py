@@ -39,7 +39,7 @@ from .landmarks import (
     render_expression_landmarks,
     save_template,
 )
-from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS
+from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, describe_speed
 from .training.cli import add_train_parser
 from .video import iter_video_frames, probe_video, write_video
 
@@ -317,6 +317,7 @@ def run_animate(args) -> int:
                                cfg_interval=args.cfg_interval, cfg_reuse=args.cfg_reuse,
                                cache_interval=args.cache_interval, cache_order=args.cache_order,
                                cache_depth=args.cache_depth, cache_warmup=args.cache_warmup)
+    print(describe_speed(options.preset, options.speed), file=sys.stderr)
     prepared = _motion(args)
     reference, motion, crop = prepared.reference, prepared.motion, prepared.crop
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
