@@ -21,6 +21,7 @@ from .image import images_to_uint8
 from .landmarks import Motion, render_expression_landmarks
 from .models import FYEModels
 from .sampling import (
+    FULL_RUN,
     KEYFRAME_CHOICES,
     Callback,
     ClipStore,
@@ -85,7 +86,7 @@ class AnimationOptions:
             raise FYEInputError(f"keyframes must be one of {KEYFRAME_CHOICES}, got {self.keyframes!r}")
         speed = self.speed
         if self.long_video == "tiles" and (speed.solver != "ddim" or speed.cache.enabled
-                                           or speed.cfg_interval != (0.0, 1.0)):
+                                           or speed.cfg_interval != FULL_RUN):
             raise FYEInputError("long_video='tiles' steps every tile with the official DDIM on every step; use "
                                 "preset 'official' (solver ddim, no cache, full cfg interval) or another long_video")
 

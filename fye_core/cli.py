@@ -399,6 +399,7 @@ def hunyuan_options(args):
     """The ``HunyuanOptions`` of the animate arguments; the savings flags (``--cfg-interval``, ``--cfg-reuse``,
     ``--cache-*``) default to none, the released sampler."""
     from .hunyuan.pipeline import HunyuanOptions
+    from .sampling import FULL_RUN
     from .sampling.cache import CachePlan
 
     cache = {name: getattr(args, f"cache_{name}") for name in ("interval", "order", "depth", "warmup")
@@ -408,7 +409,7 @@ def hunyuan_options(args):
                           appearance_guidance=_guidance(args.appearance_cfg, "--appearance-cfg",
                                                         INFERENCE.appearance_guidance),
                           motion_guidance=_guidance(args.motion_cfg, "--motion-cfg", INFERENCE.motion_guidance),
-                          cfg_interval=tuple(args.cfg_interval or (0.0, 1.0)), cfg_reuse=bool(args.cfg_reuse),
+                          cfg_interval=tuple(args.cfg_interval or FULL_RUN), cfg_reuse=bool(args.cfg_reuse),
                           cache=CachePlan(**cache))
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import FYEInputError
 from ..sampling.cache import CachePlan
+from ..sampling.sampler import FULL_RUN, check_interval
 from .arcface import NO_IDENTITY, ArcFace, arcface_file
 from .config import INFERENCE
 from .face import DrivingFaces
@@ -25,7 +26,6 @@ from .loader import HunyuanModels, load_hunyuan_dir
 from .models import time_ids
 from .preprocess import arcface_input, chunk_intensity_ids, dino_input, driving_crops
 from .sampler import (
-    FULL_RUN,
     Callback,
     HunyuanConditioning,
     fixed_windows,
@@ -78,9 +78,7 @@ class HunyuanOptions:
             raise FYEInputError(f"the window overlap must be in [0, {self.window}), got {self.overlap}")
         if self.pad_frames < 0 or self.shift_offset < 0:
             raise FYEInputError("pad frames and shift offset must be at least 0")
-        self.cfg_interval = tuple(self.cfg_interval)
-        if len(self.cfg_interval) != 2 or not 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1:
-            raise FYEInputError(f"cfg_interval must be two fractions 0 <= start <= end <= 1, got {self.cfg_interval}")
+        self.cfg_interval = check_interval(self.cfg_interval)
 
 
 @dataclass
@@ -212,9 +210,8 @@ def describe_savings(options: HunyuanOptions) -> str:
         parts.append(f"guidance branches in {start:g}-{end:g} of the run"
                      + (" (difference reused after)" if options.cfg_reuse else ""))
     if options.cache.enabled:
-        c = options.cache
-        parts.append(f"feature cache every {c.interval} (order {c.order}, depth {c.depth}, warm-up {c.warmup}"
-                     + ("" if fixed_windows(options.window, options.shift_offset) else "; shifting windows") + ")")
+        parts.append(options.cache.describe()
+                     + ("" if fixed_windows(options.window, options.shift_offset) else " with shifting windows"))
     return "".join(f"; {part}" for part in parts)
 
 

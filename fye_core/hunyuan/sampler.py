@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import torch
 
 from ..sampling.cache import CachePlan, FeatureCache, feature_cache
+from ..sampling.sampler import FULL_RUN, in_interval
 from .loader import HunyuanModels
 from .models import CFG_BRANCHES, HunyuanUNet
 from .windows import step_windows
 
 Callback = Callable[[dict], None]
-FULL_RUN = (0.0, 1.0)
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,6 @@ def guided_v(unet: HunyuanUNet, x: torch.Tensor, sigma: torch.Tensor, timestep: 
     return combine(*branch_v(unet, x, sigma, timestep, cond, frames), appearance, motion)
 
 
-def guided_step(step: int, steps: int, interval: tuple[float, float] = FULL_RUN) -> bool:
-    """Whether ``step`` of ``steps`` runs the three branches: its position step / steps lies in ``interval``
-    [start, end), as ``fye_core.sampling.Guidance`` decides for the unconditional pass."""
-    return interval[0] <= step / steps < interval[1]
-
-
 def fixed_windows(window: int, shift_offset: int) -> bool:
     """Whether the windows cover the same frames at every step (no shift, or a whole window's)."""
     return shift_offset % window == 0
@@ -166,7 +160,7 @@ def sample_windows(unet: HunyuanUNet, x: torch.Tensor, cond: HunyuanConditioning
             sigma, sigma_next = sigmas[step].to(x), sigmas[step + 1].to(x)
             positions = step_windows(num_frames, step, window, overlap, shift_offset) % num_frames
             windows = torch.from_numpy(positions)
-            guided = guided_step(step, steps, cfg_interval)
+            guided = in_interval(step, steps, cfg_interval)
             branches = CFG_BRANCHES if guided else ("cond",)
             stepped_sum, denoised_sum = torch.zeros_like(x), torch.zeros_like(x)
             difference_sum = torch.zeros_like(x) if guided and cfg_reuse else None

@@ -14,6 +14,7 @@ from .progressive import (
     sample_clip,
 )
 from .sampler import (
+    FULL_RUN,
     Conditioning,
     Guidance,
     WindowedModel,
@@ -37,8 +38,8 @@ __all__ = [
     "KEYFRAME_CHOICES", "ClipStore", "KnownFrames", "Progressive", "even_keyframes", "expression_intensity",
     "expression_keyframes", "keyframe_count", "sample_clip",
     "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_speed", "speed_settings",
-    "SOLVERS", "DDIMSolver", "DiffusersSolver", "Solver", "make_solver", "sample", "Guidance", "WindowedModel",
-    "predictions",
+    "FULL_RUN", "SOLVERS", "DDIMSolver", "DiffusersSolver", "Solver", "make_solver", "sample", "Guidance",
+    "WindowedModel", "predictions",
     "FUSE_METHODS", "OFFICIAL_SCHEDULER", "Callback", "Conditioning", "Schedule", "ddim_step", "fuse_weights",
     "gaussian_tile_offsets", "gaussian_tile_weights", "guided_v", "official_windows", "overlapping_windows",
     "predicted_x0", "sample_gaussian_tiles", "sample_windows",

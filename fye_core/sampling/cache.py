@@ -51,6 +51,9 @@ class CachePlan:
     def enabled(self) -> bool:
         return self.interval > 1
 
+    def describe(self) -> str:
+        return f"feature cache every {self.interval} (order {self.order}, depth {self.depth}, warm-up {self.warmup})"
+
     def full(self, step: int, steps: int) -> bool:
         """Whether ``step`` of ``steps`` runs the whole UNet."""
         return (not self.enabled or step < self.warmup or step == steps - 1

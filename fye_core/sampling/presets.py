@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import FYEInputError
 from .cache import CachePlan
+from .sampler import FULL_RUN, check_interval
 from .solvers import SOLVERS
 
 
@@ -21,16 +22,14 @@ class SpeedSettings:
 
     solver: str = "ddim"
     steps: int = 30
-    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    cfg_interval: tuple[float, float] = FULL_RUN
     cfg_reuse: bool = False
     cache: CachePlan = field(default_factory=CachePlan)
 
     def __post_init__(self):
         if self.solver not in SOLVERS:
             raise FYEInputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        start, end = self.cfg_interval
-        if not 0 <= start <= end <= 1:
-            raise FYEInputError(f"cfg_interval must be two fractions 0 <= start <= end <= 1, got {self.cfg_interval}")
+        check_interval(self.cfg_interval)
 
 
 PRESETS = {
@@ -63,10 +62,9 @@ def speed_settings(preset: str = "official", **overrides) -> SpeedSettings:
 def describe_speed(preset: str, settings: SpeedSettings) -> str:
     """One line for logs: the preset and what it runs."""
     parts = [f"{settings.solver} {settings.steps} steps"]
-    if settings.cfg_interval != (0.0, 1.0):
+    if settings.cfg_interval != FULL_RUN:
         parts.append(f"uncond pass in {settings.cfg_interval[0]:g}-{settings.cfg_interval[1]:g} of the run"
                      + (" (difference reused after)" if settings.cfg_reuse else ""))
     if settings.cache.enabled:
-        c = settings.cache
-        parts.append(f"feature cache every {c.interval} (order {c.order}, depth {c.depth}, warm-up {c.warmup})")
+        parts.append(settings.cache.describe())
     return f"preset {preset}: " + ", ".join(parts)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import FYEInputError
 from .cache import CachePlan, FeatureCache, feature_cache
 from .schedule import Schedule, ddim_step
 from .solvers import Callback, DDIMSolver, Solver, sample
@@ -37,6 +38,22 @@ class Conditioning:
     masked_latents: torch.Tensor | None = None
 
 
+FULL_RUN = (0.0, 1.0)  # a guidance interval covering every step
+
+
+def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
+    """A guidance interval as a tuple; an error unless it is two fractions 0 <= start <= end <= 1."""
+    interval = tuple(interval)
+    if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+        raise FYEInputError(f"cfg_interval must be two fractions 0 <= start <= end <= 1, got {interval}")
+    return interval
+
+
+def in_interval(step: int, steps: int, interval: tuple[float, float]) -> bool:
+    """Whether ``step`` of ``steps`` lies in ``interval`` [start, end) of the run (step / steps)."""
+    return interval[0] <= step / steps < interval[1]
+
+
 @dataclass(frozen=True)
 class Guidance:
     """Classifier-free guidance over a run: ``scale`` (1 = off); the unconditional pass runs on the steps
@@ -45,12 +62,12 @@ class Guidance:
     same window (FasterCache's CFG cache)."""
 
     scale: float = 3.5
-    interval: tuple[float, float] = (0.0, 1.0)
+    interval: tuple[float, float] = FULL_RUN
     reuse: bool = False
 
     def unconditional(self, step: int, steps: int) -> bool:
         """Whether ``step`` of ``steps`` runs the unconditional pass."""
-        return self.scale > 1 and self.interval[0] <= step / steps < self.interval[1]
+        return self.scale > 1 and in_interval(step, steps, self.interval)
 
 
 def predictions(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
@@ -82,8 +99,7 @@ def guided_v(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequen
 
 class WindowedModel:
     """The model function of a clip: at each step the guided v of every window, averaged with ``fuse``
-    weights where windows overlap, so any solver steps the whole clip at once. Counts the UNet
-    evaluations (one per batch item; ``partial`` those that ran only the outer levels of a cached UNet)."""
+    weights where windows overlap, so any solver steps the whole clip at once."""
 
     def __init__(self, unet, cond: Conditioning, windows: list[list[int]], steps: int,
                  guidance: Guidance | float = 3.5, fuse: str = "flat", cache: FeatureCache | None = None,
@@ -91,17 +107,14 @@ class WindowedModel:
         self.unet, self.cond, self.windows, self.steps = unet, cond, windows, steps
         self.guidance = guidance if isinstance(guidance, Guidance) else Guidance(guidance)
         self.fuse, self.cache, self.callback = fuse, cache, callback
-        self.evaluations = self.partial = 0
         self._differences: dict[int, torch.Tensor] = {}
 
     def window_v(self, x: torch.Tensor, t: float, step: int, index: int) -> torch.Tensor:
         frames, guidance = self.windows[index], self.guidance
         unconditional = guidance.unconditional(step, self.steps)
         items = ("uncond", "cond") if unconditional else ("cond",)
-        with self._cache_context(str(index), items, step) as partial:
+        with self._cache_context(str(index), items, step):
             uncond, conditional = predictions(self.unet, x, t, self.cond, frames, unconditional)
-        self.evaluations += len(items)
-        self.partial += len(items) if partial else 0
         if uncond is not None:
             if guidance.reuse:
                 self._differences[index] = conditional - uncond
@@ -111,12 +124,12 @@ class WindowedModel:
         return conditional
 
     @contextmanager
-    def _cache_context(self, window: str, items: tuple[str, ...], step: int) -> Iterator[bool]:
+    def _cache_context(self, window: str, items: tuple[str, ...], step: int) -> Iterator[None]:
         if self.cache is None:
-            yield False
+            yield
             return
-        with self.cache.at(window, items, step) as partial:
-            yield partial
+        with self.cache.at(window, items, step):
+            yield
 
     def __call__(self, x: torch.Tensor, t: float, step: int) -> torch.Tensor:
         num_frames = x.shape[2]
