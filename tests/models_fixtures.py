@@ -1,5 +1,7 @@
 """The tiny seeded official models of ``golden/models`` loaded through our real loader."""
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,6 +10,8 @@ from shared_data import shared_path
 
 from fye_core.models import configs
 from fye_core.models.checkpoints import load_official
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the test model's recipe
 
 TINY_FILES = {"guider": "lmk_guider.safetensors", "referencenet": "referencenet.safetensors",
               "unet": "unet.safetensors"}
@@ -55,13 +59,10 @@ def tiny_vae():
 
 
 def tiny_clip_encoder():
-    """A seeded one-layer CLIP vision encoder with the real token width (1024) and count (257)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    """A seeded one-layer CLIP vision encoder with the real token width (1024) and count (257): the test model's."""
+    from test_model import tiny_clip_encoder as seeded_clip_encoder
 
-    torch.manual_seed(7)
-    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=256, num_hidden_layers=1, num_attention_heads=16,
-                              image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
-    return CLIPVisionModelWithProjection(config).eval()
+    return seeded_clip_encoder(7)
 
 
 def write_tiny_models_dir(folder):

@@ -30,8 +30,6 @@ from fye_core.sampling import (
     speed_settings,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
 
 def pre_preset_official_loop(unet, x, cond, schedule, windows, guidance):
     """The official sampler as it was before the presets (windows averaged, one DDIM step per step)."""
