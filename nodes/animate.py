@@ -116,7 +116,9 @@ class Animate(io.ComfyNode):
                 io.Combo.Input("keyframes", options=list(KEYFRAME_CHOICES), default="even",
                                tooltip="'progressive' mode: keyframes evenly spaced, or moved to the most "
                                        "expressive driving frames near them."),
-                io.Combo.Input("preset", options=list(PRESETS), default="official", tooltip=PRESET_HELP),
+                # optional: workflows and API prompts saved before it existed run the official sampler
+                io.Combo.Input("preset", options=list(PRESETS), default="official", optional=True,
+                               tooltip=PRESET_HELP),
                 SpeedType.Input("speed_options", optional=True,
                                 tooltip="From FYE Speed Options: single settings that override the preset's."),
             ],
