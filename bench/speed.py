@@ -35,6 +35,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 SEED, GUIDANCE = 0, 3.5
 TEST_FRAMES = 8
+PRESET_NAMES = ("official", "fast", "fastest")
 # sd-vae-ft-mse's architecture (diffusers' AutoencoderKL defaults are a one-level toy VAE)
 SD15_VAE = dict(down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
                 block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4, sample_size=256)
@@ -47,15 +48,14 @@ def variants() -> dict[str, dict]:
     """Name -> AnimationOptions overrides: the presets, then each saving of the faster presets alone."""
     from fye_core.sampling import PRESETS
 
-    fast, fastest = PRESETS["fast"], PRESETS["fastest"]
+    fast = PRESETS["fast"]
     return {
         "official": {"preset": "official"},
         "fast": {"preset": "fast"},
         "fastest": {"preset": "fastest"},
-        f"solver {fast.solver} {fast.steps} steps": {"solver": fast.solver, "steps": fast.steps},
-        f"solver {fastest.solver} {fastest.steps} steps": {"solver": fastest.solver, "steps": fastest.steps},
-        "solver unipc 10 steps": {"solver": "unipc", "steps": 10},
-        "solver euler 10 steps": {"solver": "euler", "steps": 10},
+        # the solvers at the fast preset's step count (the fastest's solver and steps are that preset alone)
+        **{f"solver {solver} {fast.steps} steps": {"solver": solver, "steps": fast.steps}
+           for solver in ("unipc", "dpmpp_2m", "euler")},
         "cfg interval 0-0.5 + reuse": {"cfg_interval": (0.0, 0.5), "cfg_reuse": True},
         "cfg interval 0-0.5": {"cfg_interval": (0.0, 0.5)},
         f"feature cache every {fast.cache.interval}": cache_overrides(fast.cache),
@@ -212,6 +212,19 @@ def fidelity(frames, official) -> dict:
             "flicker_official": flicker(official)}
 
 
+def write_picture(path: Path, variant: str, outputs: list) -> None:
+    """The reference and the real held-out frames beside it, then each output under a blank, every other frame
+    (the layout of the test model's learned.png)."""
+    import numpy as np
+    import test_model
+    from PIL import Image
+
+    held = test_model.held_out(variant, frames=TEST_FRAMES)
+    blank = np.zeros_like(held.reference)
+    rows = [[held.reference, *held.frames[::2]], *([blank, *video[::2]] for video in outputs)]
+    Image.fromarray(np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)).save(path)
+
+
 def gpu_peak_flops(device: str) -> float | None:
     import torch
 
@@ -233,6 +246,9 @@ def main() -> None:
                         help="time only these variants on the full-size networks (official always; default all; "
                              "none: fidelity on the test model only)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="write a PNG here: the reference and the real held-out frames, then the test model's "
+                             "official, fast and fastest outputs (every other frame)")
     parser.add_argument("--test-model-dir", action="store_true",
                         help="build the test model if needed and print its models folder (last line)")
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -266,15 +282,18 @@ def main() -> None:
     results = {name: {"evaluations": unet_evaluations(overrides)[0],
                       "partial_evaluations": unet_evaluations(overrides)[1]} for name, overrides in chosen.items()}
     test_inputs = test_model_inputs(args.variant)
-    official = None
+    official, videos = None, {}
     for name, overrides in chosen.items():
         start = time.perf_counter()
         _, video = run_clip(*test_inputs, overrides, "cpu")
         official = video if official is None else official
+        videos[name] = video
         results[name].update(fidelity(video, official))
         results[name]["test_model_seconds"] = time.perf_counter() - start
         print(f"test model  {name:<40} PSNR {results[name]['psnr']:6.2f} dB  SSIM {results[name]['ssim']:.4f}",
               flush=True)
+    if args.picture:
+        write_picture(args.picture, args.variant, [videos[name] for name in PRESET_NAMES if name in videos])
     timed = chosen if args.full_size is None else {
         name: overrides for name, overrides in chosen.items() if name in args.full_size or name == "official"}
     if args.full_size != []:

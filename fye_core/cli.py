@@ -116,9 +116,9 @@ def _add_animate_parser(sub) -> None:
                    help="--paste-back: space around the face on each side, as a fraction of its size")
     p.add_argument("--feather", type=int, default=16, help="--paste-back: width in pixels of the blended edge")
     p.add_argument("--preset", choices=tuple(PRESETS), default="official",
-                   help="speed: official (30 DDIM steps, guidance on every step; default), fast or fastest (fewer "
-                        "steps of DPM-Solver++, guidance where it matters, fastest also a feature cache; README has "
-                        "what each costs); the options below override single settings")
+                   help="speed: official (30 DDIM steps, guidance on every step; default), fast (8 UniPC steps and "
+                        "a feature cache) or fastest (3 UniPC steps); README has what each costs; the options below "
+                        "override single settings")
     p.add_argument("--steps", type=int, default=None,
                    help=f"solver steps (official {PRESETS['official'].steps}; default the preset's); hunyuan-portrait: "
                         f"Euler steps (official {INFERENCE.num_inference_steps})")
@@ -126,12 +126,13 @@ def _add_animate_parser(sub) -> None:
                    help="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc or euler; default the preset's")
     p.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
                    help="run the unconditional pass only on steps in this part of the run (fractions, e.g. 0 0.5); "
-                        "default the preset's (official: 0 1, every step)")
+                        "default the preset's (official: 0 1, every step; hunyuan-portrait: every step)")
     p.add_argument("--cfg-reuse", action=argparse.BooleanOptionalAction, default=None,
-                   help="outside --cfg-interval keep guiding with the last guidance difference (default the preset's)")
+                   help="outside --cfg-interval keep guiding with the last guidance difference (default the preset's; "
+                        "hunyuan-portrait: off)")
     p.add_argument("--cache-interval", type=int, default=None,
                    help="feature cache: the whole UNet every N steps, the deep features forecast between (1 = off; "
-                        "default the preset's)")
+                        "default the preset's; hunyuan-portrait: off)")
     p.add_argument("--cache-order", type=int, default=None,
                    help="feature cache: order of the Taylor forecast (0 reuses the last value)")
     p.add_argument("--cache-depth", type=int, default=None,

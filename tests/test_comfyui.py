@@ -356,13 +356,13 @@ def test_speed_presets_and_expert_options_reach_the_sampler(host, animate_prompt
     animate = next(n for n in prompt.values() if n["class_type"] == "FYE_Animate")
     animate["inputs"].update(steps=0, preset="fast")  # 0: the preset's steps
     host.run_prompt(prompt)
-    assert "preset fast: dpmpp_2m 8 steps" in host.log_text()
+    assert "preset fast: unipc 8 steps" in host.log_text()
     prompt["900"] = {"class_type": "FYE_SpeedOptions",
-                     "inputs": {"solver": "unipc", "cfg_start": -1.0, "cfg_end": -1.0, "cfg_reuse": "preset",
+                     "inputs": {"solver": "euler", "cfg_start": -1.0, "cfg_end": -1.0, "cfg_reuse": "preset",
                                 "cache_interval": 3, "cache_order": -1, "cache_depth": -1, "cache_warmup": 1}}
     animate["inputs"].update(preset="fastest", speed_options=["900", 0])
     history = host.run_prompt(prompt)
-    assert "preset fastest: unipc 4 steps, feature cache every 3 (order 1, depth 1, warm-up 1)" in host.log_text()
+    assert "preset fastest: euler 3 steps, feature cache every 3 (order 1, depth 1, warm-up 1)" in host.log_text()
     save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
     (video,) = host.output_files(history, save_video)
     assert read_video(video)[0].shape == (12, 64, 64, 3)
