@@ -39,7 +39,7 @@ from .landmarks import (
     render_expression_landmarks,
     save_template,
 )
-from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, describe_speed
+from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, describe_presets, describe_speed
 from .training.cli import add_train_parser
 from .video import iter_video_frames, probe_video, write_video
 
@@ -116,9 +116,8 @@ def _add_animate_parser(sub) -> None:
                    help="--paste-back: space around the face on each side, as a fraction of its size")
     p.add_argument("--feather", type=int, default=16, help="--paste-back: width in pixels of the blended edge")
     p.add_argument("--preset", choices=tuple(PRESETS), default="official",
-                   help="speed: official (30 DDIM steps, guidance on every step; default), fast (8 UniPC steps and "
-                        "a feature cache) or fastest (3 UniPC steps); README has what each costs; the options below "
-                        "override single settings")
+                   help=f"speed ({describe_presets()}; guidance on every step; default official); README has what "
+                        "each costs; the options below override single settings")
     p.add_argument("--steps", type=int, default=None,
                    help=f"solver steps (official {PRESETS['official'].steps}; default the preset's); hunyuan-portrait: "
                         f"Euler steps (official {INFERENCE.num_inference_steps})")

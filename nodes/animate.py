@@ -12,7 +12,7 @@ from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, An
 from ..fye_core.image import images_to_uint8
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
-from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan
+from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan, describe_presets
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
 from .models import DTYPES, FOLDER, loader_placement
@@ -20,9 +20,8 @@ from .models import DTYPES, FOLDER, loader_placement
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
 SpeedType = io.Custom("FYE_SPEED")
-PRESET_HELP = ("official: the official sampler (30 DDIM steps, guidance on every step); fast: 8 UniPC steps and a "
-               "feature cache (about 4x faster); fastest: 3 UniPC steps (about 7x). README and bench/speed.py give "
-               "the time saved and the fidelity to official.")
+PRESET_HELP = (f"{describe_presets()}; guidance on every step. official is the official sampler; README and "
+               "bench/speed.py give the time saved and the fidelity to official.")
 
 
 class FYENetworks(torch.nn.Module):

@@ -1,7 +1,7 @@
 """The FYE sampler: official DDIM schedule and diffusers' few-step solvers, context windows, Gaussian
 tiling, progressive long video, guidance plans, the cross-step feature cache and the speed presets."""
 from .cache import CachePlan, FeatureCache, feature_cache
-from .presets import PRESETS, SpeedSettings, describe_speed, speed_settings
+from .presets import PRESETS, SpeedSettings, describe_presets, describe_speed, speed_settings
 from .progressive import (
     KEYFRAME_CHOICES,
     ClipStore,
@@ -37,7 +37,8 @@ from .windows import (
 __all__ = [
     "KEYFRAME_CHOICES", "ClipStore", "KnownFrames", "Progressive", "even_keyframes", "expression_intensity",
     "expression_keyframes", "keyframe_count", "sample_clip",
-    "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_speed", "speed_settings",
+    "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_presets", "describe_speed",
+    "speed_settings",
     "FULL_RUN", "SOLVERS", "DDIMSolver", "DiffusersSolver", "Solver", "make_solver", "sample", "Guidance",
     "WindowedModel", "predictions",
     "FUSE_METHODS", "OFFICIAL_SCHEDULER", "Callback", "Conditioning", "Schedule", "ddim_step", "fuse_weights",

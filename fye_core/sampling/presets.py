@@ -70,3 +70,8 @@ def describe_speed(preset: str, settings: SpeedSettings) -> str:
     if settings.cache.enabled:
         parts.append(settings.cache.describe())
     return f"preset {preset}: " + ", ".join(parts)
+
+
+def describe_presets() -> str:
+    """What every preset runs, for help texts and tooltips."""
+    return "; ".join(describe_speed(name, settings).removeprefix("preset ") for name, settings in PRESETS.items())
