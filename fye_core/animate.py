@@ -18,7 +18,7 @@ import torch
 
 from .errors import FYEInputError
 from .image import images_to_uint8
-from .landmarks import Motion, render_expression_landmarks
+from .landmarks import Motion, expressiveness, render_expression_landmarks
 from .models import FYEModels
 from .sampling import (
     FULL_RUN,
@@ -32,7 +32,6 @@ from .sampling import (
     SpeedSettings,
     describe_speed,
     even_keyframes,
-    expression_intensity,
     expression_keyframes,
     make_solver,
     official_windows,
@@ -218,19 +217,20 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
 
 
 def sample_progressive(models: FYEModels, cond: Conditioning, reference: np.ndarray, render: RenderMotion,
-                       noise: torch.Tensor, options: AnimationOptions, expression: np.ndarray | None = None,
+                       noise: torch.Tensor, options: AnimationOptions, expressiveness: np.ndarray | None = None,
                        store: ClipStore | None = None,
                        callback: Callback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The progressive strategy: (frame, latent (1, 4, h, w)) in frame order, the landmark features of one
-    clip at a time. ``expression``: per-frame intensity for ``keyframes="expression"``."""
+    clip at a time. ``expressiveness``: per driving frame (``landmarks.expressiveness``), for
+    ``keyframes="expression"``."""
     window = min(options.context_frames, noise.shape[2])
     check_window(window, models.unet.max_frames)
-    if options.keyframes == "expression" and expression is None:
+    if options.keyframes == "expression" and expressiveness is None:
         raise FYEInputError("keyframes='expression' needs the driving blendshapes (a motion from align_motion)")
 
     def choose(frames: list[int], count: int) -> list[int]:
         if options.keyframes == "expression":
-            return expression_keyframes(frames, count, window, expression)
+            return expression_keyframes(frames, count, window, expressiveness)
         return even_keyframes(frames, count)
 
     def conditioning(frames: list[int]) -> Conditioning:
@@ -266,7 +266,7 @@ def decode_stream(codec: LatentCodec, latents: Iterable[tuple[int, torch.Tensor]
 
 def animate_frames(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,
                    render: RenderMotion, num_frames: int, options: AnimationOptions | None = None,
-                   callback: Callback | None = None, expression: np.ndarray | None = None,
+                   callback: Callback | None = None, expressiveness: np.ndarray | None = None,
                    store: ClipStore | None = None) -> Iterator[torch.Tensor]:
     """The whole job as a stream: frames (n, H, W, 3) in [0, 1], a decode chunk at a time, for the uint8
     reference (H, W, 3) and ``render(indices)`` -> the landmark frames (n, H, W, 3) of those motion frames.
@@ -275,7 +275,7 @@ def animate_frames(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Ten
     noise = initial_noise(num_frames, *reference.shape[:2], options.seed, models.unet.device, models.unet.dtype)
     cond = reference_conditioning(models, codec, clip_tokens, reference, options.guidance)
     if options.long_video == "progressive":
-        latents = sample_progressive(models, cond, reference, render, noise, options, expression, store, callback)
+        latents = sample_progressive(models, cond, reference, render, noise, options, expressiveness, store, callback)
         yield from decode_stream(codec, latents, options.decode_chunk)
         return
     cond = replace(cond, landmarks=landmark_features(models, reference, render(list(range(num_frames)))))
@@ -287,12 +287,12 @@ def animate_motion(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Ten
                    store: ClipStore | None = None) -> Iterator[torch.Tensor]:
     """``animate_frames`` for an aligned ``Motion``: its landmark frames rendered as the sampler asks for
     them, expression keyframes from its blendshapes."""
-    expression = None if motion.blendshapes is None else expression_intensity(motion.blendshapes)
+    scores = None if motion.blendshapes is None else expressiveness(motion.blendshapes)
 
     def render(indices: list[int]) -> np.ndarray:
         return render_expression_landmarks(motion.points[indices], motion.width, motion.height)
 
-    return animate_frames(models, codec, clip_tokens, reference, render, len(motion), options, callback, expression,
+    return animate_frames(models, codec, clip_tokens, reference, render, len(motion), options, callback, scores,
                           store)
 
 

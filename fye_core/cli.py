@@ -21,13 +21,18 @@ from .files import atomic_output
 from .hunyuan.config import INFERENCE
 from .image import REFERENCE_MODES, images_to_uint8, load_image, prepare_reference
 from .landmarks import (
+    CONTROL_HELP,
     DETECTION_MODES,
     FILL_MODES,
+    FILTERS,
+    ONE_EURO_BETA,
+    ONE_EURO_MIN_CUTOFF,
     TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
     FacePlacement,
     FaceTrack,
     Motion,
+    MotionControls,
     align_motion,
     describe_missing,
     describe_reference,
@@ -36,7 +41,9 @@ from .landmarks import (
     load_template,
     parse_face_box,
     parse_face_points,
+    parse_relative,
     render_expression_landmarks,
+    save_motion,
     save_template,
 )
 from .sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, describe_presets, describe_speed
@@ -47,8 +54,9 @@ RENDER_CHUNK = 32
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 BACKENDS = ("fye", "hunyuan-portrait")
 # animate options that only one backend has (argparse destinations); the other refuses them
-FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "allow_pickle", "crop_margin", "feather", "cfg",
-            "long_video", "keyframes", "fuse", "preset", "solver")
+FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "expression_strength", "brows", "eyelids", "pupils",
+            "mouth", "rotation_strength", "translation_strength", "relative", "filter", "min_cutoff", "beta",
+            "allow_pickle", "crop_margin", "feather", "cfg", "long_video", "keyframes", "fuse", "preset", "solver")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
@@ -69,7 +77,8 @@ def _add_motion_arguments(p) -> None:
                    help="image: detect every frame independently, as the official (default); video: MediaPipe tracking")
     p.add_argument("--fill", choices=FILL_MODES, default="hold",
                    help="what frames without a face get: the nearest detected frame, or interpolation")
-    p.add_argument("--smooth", type=int, default=1, metavar="N", help="average head poses over N frames (1 = off)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help="--filter mean: average head poses over N frames (1 = off, the default)")
     p.add_argument("--drop-first-frame", action="store_true",
                    help="drop the first driving frame as the official code does (N-1 output frames)")
     p.add_argument("--face-box", default=None, metavar="X,Y,W,H",
@@ -81,6 +90,31 @@ def _add_motion_arguments(p) -> None:
     p.add_argument("--face-landmarker", type=Path, default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow unpickling an official .npy template (only for files you trust)")
+    controls = p.add_argument_group(
+        "motion controls",
+        "how much of the driving performance reaches the portrait; the defaults are the official transfer")
+    controls.add_argument("--expression-strength", type=float, default=1.0, metavar="S",
+                          help=CONTROL_HELP["expression"])
+    for region in ("brows", "eyelids", "pupils", "mouth"):
+        controls.add_argument(f"--{region}", type=float, default=1.0, metavar="S", help=CONTROL_HELP[region])
+    controls.add_argument("--rotation-strength", type=float, default=1.0, metavar="S", help=CONTROL_HELP["rotation"])
+    controls.add_argument("--translation-strength", type=float, default=1.0, metavar="S",
+                          help=CONTROL_HELP["translation"])
+    controls.add_argument("--relative", default="off", metavar="off|first|neutral|N",
+                          help=CONTROL_HELP["relative"])
+    controls.add_argument("--filter", choices=FILTERS, default="mean", help=CONTROL_HELP["filter"])
+    controls.add_argument("--min-cutoff", type=float, default=ONE_EURO_MIN_CUTOFF, metavar="HZ",
+                          help=CONTROL_HELP["min_cutoff"] + f" (default {ONE_EURO_MIN_CUTOFF:g})")
+    controls.add_argument("--beta", type=float, default=ONE_EURO_BETA, help=CONTROL_HELP["beta"] +
+                          f" (default {ONE_EURO_BETA:g})")
+
+
+def motion_controls(args) -> MotionControls:
+    """The ``MotionControls`` of the command line's motion-control options."""
+    return MotionControls(expression=args.expression_strength, brows=args.brows, eyelids=args.eyelids,
+                          pupils=args.pupils, mouth=args.mouth, rotation=args.rotation_strength,
+                          translation=args.translation_strength, relative=parse_relative(args.relative),
+                          filter=args.filter, smooth_window=args.smooth, min_cutoff=args.min_cutoff, beta=args.beta)
 
 
 def _add_landmarks_parser(sub) -> None:
@@ -88,7 +122,8 @@ def _add_landmarks_parser(sub) -> None:
                        description="Writes the driving motion retargeted onto the portrait as an expression-aware "
                                    "landmark video (one frame per driving frame) and the driving template beside it.")
     _add_motion_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="output .mp4; the template goes to OUT.template.npz")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output .mp4; the retargeted landmarks go to OUT.motion.npz, the template to OUT.template.npz")
     p.add_argument("--no-template", action="store_true", help="do not write OUT.template.npz")
     p.set_defaults(run=run_landmarks)
 
@@ -220,6 +255,7 @@ def _placement(args, portrait: np.ndarray, name: str) -> FacePlacement | None:
 
 
 def _motion(args) -> PreparedMotion:
+    controls = motion_controls(args)
     crop = None
     portrait = load_image(args.portrait)
     name = f"the portrait {args.portrait}"
@@ -246,8 +282,9 @@ def _motion(args) -> PreparedMotion:
                                         mode=args.detection, fill=args.fill, fps=info.fps,
                                         total=info.frame_count, progress=update)
     print(f"driving: {describe_missing(driving)}", file=sys.stderr)
-    motion = align_motion(reference_track, driving, smooth_window=args.smooth,
-                          drop_first_frame=args.drop_first_frame)
+    if controls.changed():
+        print("motion controls: " + ", ".join(controls.changed()), file=sys.stderr)
+    motion = align_motion(reference_track, driving, controls, drop_first_frame=args.drop_first_frame)
     return PreparedMotion(portrait, reference, reference_track, motion, driving, crop)
 
 
@@ -277,12 +314,14 @@ def run_landmarks(args) -> int:
     motion = prepared.motion
     count = write_video(args.out, _rendered(motion), motion.fps or 30.0, **_audio(args, motion))
     written = [args.out]
-    if not args.no_template:
-        try:
+    try:
+        written.append(save_motion(motion, args.out.with_suffix(".motion.npz")))
+        if not args.no_template:
             written.append(save_template(prepared.driving, args.out.with_suffix(".template.npz")))
-        except BaseException:
-            args.out.unlink(missing_ok=True)
-            raise
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     written += _face_preview(args, prepared)
     print(f"wrote {count} frames ({motion.width}x{motion.height}): " + ", ".join(map(str, written)),
           file=sys.stderr)

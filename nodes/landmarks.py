@@ -9,11 +9,18 @@ from comfy_api.v0_0_2 import io
 from ..fye_core.errors import FYEInputError
 from ..fye_core.image import REFERENCE_MODES, images_to_uint8, prepare_reference
 from ..fye_core.landmarks import (
+    CONTROL_HELP,
     DETECTION_MODES,
     FILL_MODES,
+    FILTERS,
+    MAX_STRENGTH,
+    ONE_EURO_BETA,
+    ONE_EURO_MIN_CUTOFF,
+    RELATIVE_MODES,
     TEMPLATE_SUFFIXES,
     FaceLandmarkDetector,
     FacePlacement,
+    MotionControls,
     align_motion,
     describe_missing,
     describe_reference,
@@ -33,6 +40,8 @@ CATEGORY = "FollowYourEmoji/landmarks"
 FaceTrackType = io.Custom("FYE_FACE_TRACK")
 MotionType = io.Custom("FYE_MOTION")
 FacePlacementType = io.Custom("FYE_FACE_PLACEMENT")
+MotionControlsType = io.Custom("FYE_MOTION_CONTROLS")
+RELATIVE_FRAME = "frame"
 
 
 def face_detector(mode: str):
@@ -174,6 +183,59 @@ class PlaceFace(io.ComfyNode):
                              f"{describe_reference(track)} {placement.describe()}")
 
 
+def _sentence(help_line: str) -> str:
+    return help_line[0].upper() + help_line[1:] + "."
+
+
+def _strength(name: str, help_line: str) -> io.Float.Input:
+    return io.Float.Input(name, default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05, tooltip=_sentence(help_line))
+
+
+class MotionControlsNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FYE_MotionControls",
+            display_name="FYE Motion Controls",
+            category=CATEGORY,
+            description="How much of the driving performance reaches the portrait: expression strength overall and "
+                        "per region, head rotation and position strengths, relative motion and the landmark "
+                        "filter. Feed FYE Align Motion and tune on its landmark preview before sampling; the "
+                        "defaults are the official transfer.",
+            inputs=[
+                _strength("expression_strength", CONTROL_HELP["expression"]),
+                _strength("brows", CONTROL_HELP["brows"]),
+                _strength("eyelids", CONTROL_HELP["eyelids"]),
+                _strength("pupils", CONTROL_HELP["pupils"]),
+                _strength("mouth", CONTROL_HELP["mouth"]),
+                _strength("rotation_strength", CONTROL_HELP["rotation"]),
+                _strength("translation_strength", CONTROL_HELP["translation"]),
+                io.Combo.Input("relative", options=[*RELATIVE_MODES, RELATIVE_FRAME], default="off",
+                               tooltip=_sentence(CONTROL_HELP["relative"].replace("a frame number N",
+                                                                                  "'frame' (relative_frame)"))),
+                io.Int.Input("relative_frame", default=0, min=0, max=100000,
+                             tooltip="With relative 'frame': the driving frame the motion starts from (0 = first)."),
+                io.Combo.Input("filter", options=list(FILTERS), default="mean",
+                               tooltip=_sentence(CONTROL_HELP["filter"].replace("--smooth",
+                                                                                "FYE Align Motion's smooth_window"))),
+                io.Float.Input("min_cutoff", default=ONE_EURO_MIN_CUTOFF, min=0.01, max=30.0, step=0.05,
+                               tooltip=_sentence(CONTROL_HELP["min_cutoff"])),
+                io.Float.Input("beta", default=ONE_EURO_BETA, min=0.0, max=100.0, step=0.5,
+                               tooltip=_sentence(CONTROL_HELP["beta"])),
+            ],
+            outputs=[MotionControlsType.Output(display_name="controls")],
+        )
+
+    @classmethod
+    def execute(cls, expression_strength, brows, eyelids, pupils, mouth, rotation_strength, translation_strength,
+                relative, relative_frame, filter, min_cutoff, beta) -> io.NodeOutput:
+        return io.NodeOutput(MotionControls(
+            expression=expression_strength, brows=brows, eyelids=eyelids, pupils=pupils, mouth=mouth,
+            rotation=rotation_strength, translation=translation_strength,
+            relative=relative_frame if relative == RELATIVE_FRAME else relative, filter=filter,
+            min_cutoff=min_cutoff, beta=beta))
+
+
 class AlignMotion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -191,6 +253,8 @@ class AlignMotion(io.ComfyNode):
                 io.Boolean.Input("drop_first_frame", default=False,
                                  tooltip="Drop the first driving frame as the official code does "
                                          "(N-1 frames). Off: one motion frame per driving frame."),
+                MotionControlsType.Input("controls", optional=True,
+                                         tooltip="Optional FYE Motion Controls; without them, the official transfer."),
             ],
             outputs=[
                 MotionType.Output(display_name="motion"),
@@ -199,9 +263,10 @@ class AlignMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, reference_track, driving_track, smooth_window, drop_first_frame) -> io.NodeOutput:
-        motion = align_motion(reference_track, driving_track, smooth_window=smooth_window,
-                              drop_first_frame=drop_first_frame)
+    def execute(cls, reference_track, driving_track, smooth_window, drop_first_frame,
+                controls=None) -> io.NodeOutput:
+        controls = replace(controls or MotionControls(), smooth_window=smooth_window)
+        motion = align_motion(reference_track, driving_track, controls, drop_first_frame=drop_first_frame)
         return io.NodeOutput(motion, uint8_to_images(_render(motion)))
 
 
@@ -302,4 +367,5 @@ class LoadTemplate(io.ComfyNode):
         return io.NodeOutput(load_template(folder_paths.get_annotated_filepath(template), allow_pickle=allow_pickle))
 
 
-LANDMARK_NODES = (PrepareReference, FaceLandmarks, PlaceFace, AlignMotion, RenderLandmarks, SaveTemplate, LoadTemplate)
+LANDMARK_NODES = (PrepareReference, FaceLandmarks, PlaceFace, MotionControlsNode, AlignMotion, RenderLandmarks,
+                  SaveTemplate, LoadTemplate)

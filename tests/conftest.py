@@ -19,7 +19,8 @@ def face_landmarker_model(tmp_path_factory):
     mp.undo()
 
 
-COMFY_NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_AlignMotion", "FYE_RenderLandmarks",
+COMFY_NODE_IDS = ("FYE_PrepareReference", "FYE_FaceLandmarks", "FYE_MotionControls", "FYE_AlignMotion",
+                  "FYE_RenderLandmarks",
                   "FYE_SaveTemplate", "FYE_LoadTemplate", "FYE_LoadModels", "FYE_Animate", "FYE_FaceCrop",
                   "FYE_PasteBack", "FYE_PlaceFace", "FYE_LoadHunyuanPortrait", "FYE_HunyuanPortraitAnimate")
 COMFY_PORTRAIT, COMFY_VIDEO = "portrait_painting_s9.jpg", "lp_d0_driving.mp4"

@@ -5,8 +5,8 @@ from conftest import golden_track
 from shared_data import PORTRAITS, VIDEOS, golden
 
 from fye_core.errors import FYEInputError
-from fye_core.landmarks import align_motion, render_expression_landmarks
-from fye_core.landmarks.align import driving_poses, neutral_frame, smooth_poses
+from fye_core.landmarks import MotionControls, align_motion, render_expression_landmarks, smooth_poses
+from fye_core.landmarks.align import driving_poses, neutral_frame
 
 PAIRS = [(p, v) for p in PORTRAITS for v in VIDEOS]
 
@@ -51,7 +51,8 @@ def test_smoothing_is_off_by_default_and_a_centred_mean_when_on():
     np.testing.assert_allclose(smoothed[0], poses[:2].mean(axis=0))
     reference, driving = golden_track("portrait_cartoon_s7"), golden_track("driving_fye_temple")
     jitter = lambda m: np.abs(np.diff(m.points[:, :468], n=2, axis=0)).mean()  # noqa: E731
-    assert jitter(align_motion(reference, driving, smooth_window=5)) < jitter(align_motion(reference, driving))
+    smoothed = align_motion(reference, driving, MotionControls(smooth_window=5))
+    assert jitter(smoothed) < jitter(align_motion(reference, driving))
 
 
 def test_reference_without_face_is_refused():

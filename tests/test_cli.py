@@ -12,7 +12,15 @@ from conftest import golden_track
 from PIL import Image
 from shared_data import shared_path
 
-from fye_core.landmarks import load_template, save_template
+from fye_core.image import load_image, prepare_reference
+from fye_core.landmarks import (
+    MotionControls,
+    align_motion,
+    detect_reference,
+    load_motion,
+    load_template,
+    save_template,
+)
 from fye_core.video import probe_video, read_video
 
 FYE = str(Path(sys.executable).with_name("fye"))
@@ -41,6 +49,40 @@ def test_landmarks_writes_video_and_template(tmp_path):
                    "--driving", out.with_suffix(".template.npz"), "--out", again, "--no-template")
     assert done.returncode == 0, done.stderr
     assert probe_video(again).frame_count == 78 and not again.with_suffix(".template.npz").exists()
+
+
+def test_landmarks_takes_the_motion_controls_and_saves_the_motion(tmp_path):
+    """The controls reach the landmarks exactly as in the core; OUT.motion.npz holds them and the portrait's own
+    landmarks (plain arrays); and MediaPipe's native start-up log stays out of the console."""
+    portrait = shared_path("data", "portrait_painting_s9.jpg")
+    first = tmp_path / "official.mp4"
+    done = run_fye("landmarks", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
+                   "--out", first)
+    assert done.returncode == 0, done.stderr
+    assert "W0000" not in done.stderr and "XNNPACK" not in done.stderr and "InitGoogle" not in done.stderr
+    template = first.with_suffix(".template.npz")
+
+    out = tmp_path / "controlled.mp4"
+    flags = ["--expression-strength", "1.5", "--mouth", "0", "--rotation-strength", "0", "--relative", "first",
+             "--filter", "one-euro", "--min-cutoff", "0.8", "--beta", "3"]
+    done = run_fye("landmarks", "--portrait", portrait, "--driving", template, "--out", out, "--no-template", *flags)
+    assert done.returncode == 0, done.stderr
+    assert "motion controls: expression=1.5, mouth=0.0, rotation=0.0, relative=first, filter=one-euro" in done.stderr
+    with np.load(out.with_suffix(".motion.npz"), allow_pickle=False) as saved:
+        landmarks, reference = saved["landmarks"], saved["reference"]
+    assert landmarks.shape == (78, 478, 2) and reference.shape == (478, 2)
+    expected = align_motion(detect_reference(prepare_reference(load_image(portrait))), load_template(template),
+                            MotionControls(expression=1.5, mouth=0.0, rotation=0.0, relative="first",
+                                           filter="one-euro", min_cutoff=0.8, beta=3.0))
+    np.testing.assert_allclose(landmarks, expected.points, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(reference, expected.reference, rtol=0, atol=1e-9)
+    official = load_motion(first.with_suffix(".motion.npz"))
+    assert np.abs(official.points - landmarks).max() > 5.0  # the controls did change the motion
+
+    refused = run_fye("landmarks", "--portrait", portrait, "--driving", template, "--out", tmp_path / "no.mp4",
+                      "--relative", "last")
+    assert refused.returncode == 1 and "--relative must be one of off, first, neutral" in refused.stderr
+    assert not (tmp_path / "no.mp4").exists()
 
 
 @pytest.mark.parametrize("case", ["no_face", "bad_video", "pickled_template"])

@@ -21,6 +21,7 @@ from fye_core.crop import crop_face, detect_face_crop, paste_back, paste_mask
 from fye_core.image import load_image, prepare_reference
 from fye_core.landmarks import (
     FacePlacement,
+    MotionControls,
     align_motion,
     detect_face_track,
     detect_reference,
@@ -35,7 +36,7 @@ from fye_core.video import probe_video, read_video, write_video
 pytestmark = pytest.mark.comfyui
 
 WORKFLOWS = ("fye_landmarks_from_video", "fye_animate_portrait", "fye_animate_portrait_full_resolution",
-             "fye_animate_animal_portrait", "fye_hunyuan_portrait")
+             "fye_animate_animal_portrait", "fye_hunyuan_portrait", "fye_motion_controls")
 WORKFLOW = REPO_ROOT / "workflows" / "fye_landmarks_from_video.json"
 
 
@@ -91,6 +92,31 @@ def test_shipped_workflow_equals_headless(host):
     (video,) = host.output_files(history, save_video)
     info = probe_video(video)
     assert (info.width, info.height, info.fps, info.frame_count) == (512, 512, fps, 78)
+
+
+def test_motion_controls_workflow_draws_the_controlled_landmarks_over_the_portrait(host):
+    """The preview workflow: FYE Motion Controls into FYE Align Motion, drawn over the portrait, equal to the
+    headless core with the same controls; and a relative frame past the clip is a clear error."""
+    prompt = ui_to_api(json.loads((REPO_ROOT / "workflows" / "fye_motion_controls.json").read_text()),
+                       host.object_info())
+    render = next(k for k, n in prompt.items() if n["class_type"] == "FYE_RenderLandmarks")
+    controls = next(k for k, n in prompt.items() if n["class_type"] == "FYE_MotionControls")
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": [render, 0], "filename_prefix": "test/controls"}}
+    history = host.run_prompt(prompt)
+
+    settings = prompt[controls]["inputs"]
+    assert (settings["expression_strength"], settings["relative"], settings["filter"]) == (1.5, "first", "one-euro")
+    reference_image = prepare_reference(load_image(shared_path("data", PORTRAIT)))
+    frames, fps = read_video(shared_path("data", VIDEO))
+    motion = align_motion(detect_reference(reference_image), detect_face_track(frames, fps=fps),
+                          MotionControls(expression=1.5, relative="first", filter="one-euro"))
+    expected = render_expression_landmarks(motion.points, motion.width, motion.height,
+                                           background=np.broadcast_to(reference_image, (len(motion), 512, 512, 3)))
+    np.testing.assert_array_equal(saved_images(host, history, "900"), expected)
+
+    prompt[controls]["inputs"].update(relative="frame", relative_frame=500)
+    with pytest.raises(PromptFailed, match="relative motion from driving frame 500, but the driving video has 78"):
+        host.run_prompt(prompt)
 
 
 def test_reference_without_face_fails_with_a_clear_message(host):

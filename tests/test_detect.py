@@ -3,6 +3,7 @@
 Tolerances are the ones ``golden/landmarks/README.md`` measured between the two versions.
 """
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -88,3 +89,18 @@ def test_video_mode_tracks_close_to_image_mode(detector):
     video_mode = detect_face_track(frames, mode="video")
     assert video_mode.source == "mediapipe-video" and video_mode.detected.all()
     assert np.abs(video_mode.landmarks[..., :2] - image_mode.landmarks[..., :2]).mean() < 0.01
+
+
+def test_starting_a_detector_is_quiet_but_errors_still_show(capfd, face_landmarker_model):
+    """MediaPipe's native start-up log (glog info and warnings, TensorFlow Lite notes) is held back; an error
+    line, or anything else written meanwhile, still reaches stderr."""
+    from fye_core.landmarks import FaceLandmarkDetector
+    from fye_core.landmarks.detect import _quiet_native_start
+
+    capfd.readouterr()
+    FaceLandmarkDetector(mode="image").close()
+    assert capfd.readouterr().err == ""
+    with _quiet_native_start():
+        os.write(2, b"W0000 00:00:1.0 1 x.cc:1] noise\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"E0000 00:00:1.0 1 x.cc:2] a real error\nsomething else\n")
+    assert capfd.readouterr().err == "E0000 00:00:1.0 1 x.cc:2] a real error\nsomething else\n"

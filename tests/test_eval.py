@@ -36,12 +36,11 @@ from fye_core.eval.identity import (
     aligned_face,
     identity_similarity,
     load_arcface,
-    similarity_transform,
 )
 from fye_core.eval.landmarks import track_pixels
 from fye_core.eval.perceptual import load_lpips, lpips_distances
 from fye_core.image import load_image, prepare_reference
-from fye_core.landmarks import align_motion, detect_face_track, detect_reference, five_points
+from fye_core.landmarks import align_motion, detect_face_track, detect_reference, five_points, similarity_transform
 from fye_core.video import read_video, write_video
 
 CLIP = 20  # frames per test clip, taken evenly over the shared video so that it holds real motion

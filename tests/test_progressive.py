@@ -119,11 +119,11 @@ def test_masked_latent_models_get_the_keyframes_as_conditioning(vae, inputs, gol
 
 def test_animate_frames_streams_one_frame_per_motion_frame(tiny, vae, inputs, golden_tensors):
     reference, landmarks = inputs
-    intensity = np.linspace(0, 1, 30)
+    expressiveness = np.linspace(0, 1, 30)
     options = AnimationOptions(steps=1, long_video="progressive", context_frames=8, keyframes="expression")
     chunks = list(animate_frames(tiny, vae, golden_tensors["clip_tokens"], reference,
                                  lambda indices: landmarks[np.asarray(indices) % 16], 30, options,
-                                 expression=intensity))
+                                 expressiveness=expressiveness))
     frames = torch.cat(chunks)
     assert frames.shape == (30, *reference.shape) and all(len(chunk) <= 8 for chunk in chunks)
     with pytest.raises(FYEInputError, match="needs the driving blendshapes"):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from ..landmarks import five_points
+from ..landmarks import five_points, similarity_transform
 from .weights import find_weights, require_module
 
 ARCFACE_NAMES = ("arcface.onnx", "w600k_r50.onnx", "glintr100.onnx")
@@ -18,18 +18,6 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]])
 
 Embedder = Callable[[np.ndarray], np.ndarray]  # aligned faces (K, 112, 112, 3) uint8 -> embeddings (K, D)
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The 2x3 rotation + uniform scale + translation taking ``source`` points (K, 2) closest to ``target`` in
-    the least-squares sense (Umeyama 1991, reflections excluded), as insightface aligns faces."""
-    mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
-    centred_s, centred_t = source - mean_s, target - mean_t
-    u, singular, vt = np.linalg.svd(centred_t.T @ centred_s / len(source))
-    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
-    rotation = u @ sign @ vt
-    scale = np.trace(np.diag(singular) @ sign) / centred_s.var(axis=0).sum()
-    return np.hstack([scale * rotation, (mean_t - scale * rotation @ mean_s)[:, None]])
 
 
 def aligned_face(image: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:

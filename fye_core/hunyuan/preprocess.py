@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..eval.identity import ARCFACE_SIZE, ARCFACE_TEMPLATE, similarity_transform
+from ..eval.identity import ARCFACE_SIZE, ARCFACE_TEMPLATE
 from ..eval.landmarks import face_scale
+from ..landmarks import similarity_transform
 
 CROP_SIZE = 512
 MOTION_SIZE = 256

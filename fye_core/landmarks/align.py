@@ -1,23 +1,29 @@
-"""Motion alignment exactly as the official ``FaceMeshAlign``, batched over frames.
+"""Motion alignment as the official ``FaceMeshAlign``, batched over frames, with motion controls.
 
 The driving track's expression is moved into the reference's canonical face (``mesh`` offsets from the
 driving track's most neutral frame), posed with the driving head rotation and the driving translation
 re-based on the reference, and projected with MediaPipe's 63 degree camera. Pupils are re-placed inside
-the projected eye boxes at their relative driving positions.
+the projected eye boxes at their relative driving positions. ``MotionControls`` scale each part: the
+expression offsets per region before projection, the head rotation and translation as changes from the
+portrait's pose, the pupils between the portrait's own and the transferred positions; the defaults take
+exactly the official path.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..errors import FYEInputError
+from .controls import MotionControls
+from .filters import one_euro, smooth_poses
 from .geometry import FAR, NEAR, VERTICAL_FOV_DEGREES
+from .regions import EXPRESSION_REGIONS, LEFT_EYE_CONTOUR, LEFT_IRIS, RIGHT_EYE_CONTOUR, RIGHT_IRIS
 from .track import FaceTrack, Motion
 
-RIGHT_IRIS = np.arange(468, 473)
-LEFT_IRIS = np.arange(473, 478)
-RIGHT_EYE_CONTOUR = np.array([33, 7, 163, 144, 145, 153, 154, 155, 246, 161, 160, 159, 158, 157, 173, 133])
-LEFT_EYE_CONTOUR = np.array([249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398, 263])
+MESH_POINTS = 468
+OFFICIAL_CONTROLS = MotionControls()
 
 
 def neutral_frame(blendshapes: np.ndarray) -> int:
@@ -25,22 +31,31 @@ def neutral_frame(blendshapes: np.ndarray) -> int:
     return int(np.argmin(np.asarray(blendshapes, np.float64).sum(axis=1)))
 
 
-def driving_poses(driving: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per-frame ``[euler_xyz_deg, translation]`` (N, 6): driving rotation, translation re-based on frame 0."""
-    euler = Rotation.from_matrix(driving[:, :3, :3]).as_euler("xyz", degrees=True)
-    translation = driving[:, :3, 3] - driving[0, :3, 3] + reference[:3, 3]
-    return np.concatenate([euler, translation], axis=1)
+def expressiveness(blendshapes: np.ndarray) -> np.ndarray:
+    """Per frame, how far its blendshape scores are from the clip's median expression (the most expressive
+    frames make the best keyframes)."""
+    return np.abs(blendshapes - np.median(blendshapes, axis=0)).sum(axis=1)
 
 
-def smooth_poses(poses: np.ndarray, window: int = 1) -> np.ndarray:
-    """The official ``smooth_pose_seq``: a centred moving average, shrinking at the ends (1 = off)."""
-    if window <= 1:
-        return poses
-    half = window // 2
-    cumulative = np.concatenate([np.zeros((1, poses.shape[1])), np.cumsum(poses, axis=0)])
-    start = np.maximum(np.arange(len(poses)) - half, 0)
-    stop = np.minimum(np.arange(len(poses)) + half + 1, len(poses))
-    return (cumulative[stop] - cumulative[start]) / (stop - start)[:, None]
+def driving_poses(driving: np.ndarray, reference: np.ndarray, *, rotation: float = 1.0, translation: float = 1.0,
+                  base: int | None = None) -> np.ndarray:
+    """Per-frame ``[euler_xyz_deg, translation]`` (N, 6) of the posed portrait.
+
+    Official (``base`` None, strengths 1): the driving rotation as is, the driving translation re-based on
+    frame 0 and moved to the reference's. Otherwise the rotation is the driving rotation's change from the
+    portrait's (``base`` None) or from driving frame ``base``, scaled by ``rotation`` (along the geodesic) and
+    applied to the portrait's rotation; the translation's change from frame 0 (or ``base``) is scaled by
+    ``translation``. Strength 0 keeps the portrait's pose.
+    """
+    rotations = Rotation.from_matrix(driving[:, :3, :3])
+    if rotation == 1.0 and base is None:
+        euler = rotations.as_euler("xyz", degrees=True)
+    else:
+        own = Rotation.from_matrix(reference[:3, :3])
+        change = rotations * (own if base is None else rotations[base]).inv()
+        euler = (Rotation.from_rotvec(rotation * change.as_rotvec()) * own).as_euler("xyz", degrees=True)
+    moved = (driving[:, :3, 3] - driving[0 if base is None else base, :3, 3]) * translation
+    return np.concatenate([euler, moved + reference[:3, 3]], axis=1)
 
 
 def pose_matrices(poses: np.ndarray) -> np.ndarray:
@@ -74,33 +89,62 @@ def _box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, points.max(axis=1, keepdims=True) - low
 
 
-def place_irises(projected: np.ndarray, driving_landmarks: np.ndarray) -> np.ndarray:
-    """Official ``_scale_iris``: iris points keep their position relative to the eye box.
-
-    Positions are measured on the driving frames' normalised landmarks and mapped into the eye boxes of
-    the projected mesh. Returns (N, 10, 2): right iris (468-472) then left iris (473-477).
-    """
-    irises = []
+def iris_positions(landmarks: np.ndarray) -> np.ndarray:
+    """Iris points (N, 10, 2) relative to their eye boxes (0..1 across the eye) in landmarks (N, >=478, 2+):
+    the right iris (468-472) then the left (473-477)."""
+    positions = []
     for iris, contour in ((RIGHT_IRIS, RIGHT_EYE_CONTOUR), (LEFT_IRIS, LEFT_EYE_CONTOUR)):
-        src_low, src_size = _box(driving_landmarks[:, contour, :2])
-        dst_low, dst_size = _box(projected[:, contour])
-        irises.append((driving_landmarks[:, iris, :2] - src_low) / src_size * dst_size + dst_low)
+        low, size = _box(landmarks[:, contour, :2])
+        positions.append((landmarks[:, iris, :2] - low) / size)
+    return np.concatenate(positions, axis=1)
+
+
+def place_irises(projected: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Official ``_scale_iris``: iris ``positions`` relative to the eye boxes (``iris_positions``, measured on
+    the driving frames) mapped into the eye boxes of the projected mesh (N, 468, 2). Returns (N, 10, 2)."""
+    irises = []
+    for half, contour in ((slice(0, 5), RIGHT_EYE_CONTOUR), (slice(5, 10), LEFT_EYE_CONTOUR)):
+        low, size = _box(projected[:, contour])
+        irises.append(positions[:, half] * size + low)
     return np.concatenate(irises, axis=1)
 
 
-def align_motion(
-    reference: FaceTrack,
-    driving: FaceTrack,
-    *,
-    smooth_window: int = 1,
-    drop_first_frame: bool = False,
-) -> Motion:
-    """Retargets the driving track onto the reference face; N driving frames give N motion frames.
+def base_frame(controls: MotionControls, driving: FaceTrack, neutral: int) -> int | None:
+    """The driving frame relative motion starts from, or None for the official absolute transfer."""
+    if controls.relative == "off":
+        return None
+    if controls.relative == "first":
+        return 0
+    if controls.relative == "neutral":
+        return neutral
+    if controls.relative >= len(driving):
+        raise FYEInputError(f"relative motion from driving frame {controls.relative}, but the driving video has "
+                            f"{len(driving)} frames (0 to {len(driving) - 1})")
+    return controls.relative
 
-    ``reference`` is a one-frame track of the reference image, whose size sets the output pixels.
-    ``smooth_window`` > 1 averages the driving poses over that many frames (off by default, as the
-    official). The official code drops the first driving frame; ``drop_first_frame=True`` reproduces that.
-    """
+
+def expression_weights(controls: MotionControls) -> np.ndarray:
+    """Each mesh point's expression strength (468, 1): the strength of its region."""
+    weights = np.empty((MESH_POINTS, 1))
+    for name in ("brows", "eyelids", "mouth"):
+        weights[EXPRESSION_REGIONS[name]] = controls.region(name)
+    return weights
+
+
+def portrait_points(reference: FaceTrack) -> np.ndarray:
+    """The portrait's own landmarks (478, 2) as the transfer draws them: its mesh at its own pose, its irises
+    at their own places in its eyes (within hundredths of a pixel of MediaPipe's landmarks)."""
+    pose = driving_poses(reference.transforms[:1], reference.transforms[0])
+    projected = project_points(reference.mesh[:1], pose_matrices(pose), reference.width, reference.height)
+    return np.concatenate([projected, place_irises(projected, iris_positions(reference.landmarks[:1]))], axis=1)[0]
+
+
+def _float64(track: FaceTrack) -> FaceTrack:
+    return replace(track, landmarks=np.asarray(track.landmarks, np.float64), mesh=np.asarray(track.mesh, np.float64),
+                   transforms=np.asarray(track.transforms, np.float64))
+
+
+def _check_tracks(reference: FaceTrack, driving: FaceTrack) -> None:
     if len(reference) != 1:
         raise FYEInputError(f"the reference track must hold one image, it holds {len(reference)} frames")
     if not reference.detected[0]:
@@ -110,18 +154,54 @@ def align_motion(
         raise FYEInputError("the driving track is empty: the driving video gave no frames")
     if not driving.detected.any():
         raise FYEInputError("no face was found in any frame of the driving video; use a video of a face")
-    landmarks = np.asarray(driving.landmarks, np.float64)
-    mesh = np.asarray(driving.mesh, np.float64)
+
+
+def align_motion(
+    reference: FaceTrack,
+    driving: FaceTrack,
+    controls: MotionControls = OFFICIAL_CONTROLS,
+    *,
+    drop_first_frame: bool = False,
+) -> Motion:
+    """Retargets the driving track onto the reference face; N driving frames give N motion frames.
+
+    ``reference`` is a one-frame track of the reference image, whose size sets the output pixels.
+    ``controls`` scale and filter the motion (the defaults are the official transfer). The official code drops
+    the first driving frame; ``drop_first_frame=True`` reproduces that.
+    """
+    _check_tracks(reference, driving)
+    reference, driving = _float64(reference), _float64(driving)
     neutral = neutral_frame(driving.blendshapes[driving.detected])
     neutral = int(np.flatnonzero(driving.detected)[neutral])
-    poses = smooth_poses(driving_poses(np.asarray(driving.transforms, np.float64),
-                                       np.asarray(reference.transforms[0], np.float64)), smooth_window)
-    vertices = mesh - mesh[neutral] + np.asarray(reference.mesh[0], np.float64)
-    projected = project_points(vertices, pose_matrices(poses), reference.width, reference.height)
-    points = np.concatenate([projected, place_irises(projected, landmarks)], axis=1)
+    base = base_frame(controls, driving, neutral)
+    poses = driving_poses(driving.transforms, reference.transforms[0], rotation=controls.rotation,
+                          translation=controls.translation, base=base)
+    if controls.filter == "mean":
+        poses = smooth_poses(poses, controls.smooth_window)
+    matrices = pose_matrices(poses)
+    mesh = driving.mesh
+    expression = (mesh - mesh[neutral if base is None else base]) * expression_weights(controls)
+    projected = project_points(expression + reference.mesh[0], matrices, reference.width, reference.height)
+    positions = iris_positions(driving.landmarks)
+    own_positions = iris_positions(reference.landmarks)
+    if base is not None:
+        positions = own_positions + (positions - positions[base])
+    irises = place_irises(projected, positions)
+    pupils = controls.region("pupils")
+    if pupils != 1.0:
+        # Between the portrait's own pupils (in its own eyes, posed) and the transferred ones, in pixels, so
+        # that 0 keeps them exactly in place even while the eyelids move.
+        own = place_irises(project_points(np.broadcast_to(reference.mesh, mesh.shape), matrices, reference.width,
+                                          reference.height), own_positions)
+        irises = own + pupils * (irises - own)
+    points = np.concatenate([projected, irises], axis=1)
     frames = np.arange(len(driving))
     if drop_first_frame:
         points, frames = points[1:], frames[1:]
+    own_points = portrait_points(reference)
+    if controls.filter == "one-euro":
+        face_size = np.linalg.norm(np.ptp(own_points, axis=0))
+        points = one_euro(points / face_size, driving.fps or 30.0, controls.min_cutoff, controls.beta) * face_size
     return Motion(points=points, width=reference.width, height=reference.height,
                   detected=driving.detected[frames].copy(), frame_index=frames, fps=driving.fps,
-                  blendshapes=driving.blendshapes[frames].copy())
+                  blendshapes=driving.blendshapes[frames].copy(), reference=own_points, poses=poses[frames])

@@ -1,7 +1,12 @@
 """Face landmarks, blendshapes and metric geometry from MediaPipe Tasks' FaceLandmarker."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -11,10 +16,38 @@ from .model_file import resolve_face_landmarker
 from .track import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTrack, fill_missing
 
 DETECTION_MODES = ("image", "video")
+# What MediaPipe's native code logs to stderr each time a landmarker starts: glog info and warning lines
+# ("I1206 ..." / "W0000 ...") and TensorFlow Lite's notes. Errors ("E...", "F...") and anything else pass.
+_NATIVE_NOISE = re.compile(r"^(?:[IW]\d{4} |INFO: |WARNING: Logging before InitGoogle\(\))")
 SMALLEST_FACE = 40  # pixels; smaller faces carry too little detail to animate
 
 # progress(done, total, frame, landmarks or None); total is None when the length is unknown.
 FrameCallback = Callable[[int, "int | None", np.ndarray, "np.ndarray | None"], None]
+
+
+@contextmanager
+def _quiet_native_start() -> Iterator[None]:
+    """Holds back the native log lines MediaPipe prints to the process's stderr while a landmarker starts.
+
+    The file descriptor is redirected (the lines come from C++, past ``sys.stderr``) to a temporary file, which
+    is written back afterwards less the known noise: an error, or anything another thread printed meanwhile,
+    still shows.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _NATIVE_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 class FaceLandmarkDetector:
@@ -40,7 +73,8 @@ class FaceLandmarkDetector:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with _quiet_native_start():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._timestamp_ms = -1
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""MediaPipe's face-geometry step, ported: screen landmarks -> metric mesh and pose.
+"""Face geometry: MediaPipe's face-geometry step, ported (screen landmarks -> metric mesh and pose), and the
+2D similarity transform that aligns faces.
 
 mediapipe 1.2 no longer returns the face-geometry mesh that Follow-Your-Emoji retargets, so we rebuild it
 from the public landmarks and the canonical face model inside the ``.task`` bundle, following
@@ -185,3 +186,15 @@ def metric_face_geometry(
     linear = transform[:, :3, :3]
     mesh = np.linalg.solve(linear[:, None], (metric - transform[:, None, :3, 3])[..., None])[..., 0]
     return mesh, transform
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + uniform scale + translation taking ``source`` points (K, 2) closest to ``target`` in
+    the least-squares sense (Umeyama 1991, reflections excluded), as insightface aligns faces."""
+    mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
+    centred_s, centred_t = source - mean_s, target - mean_t
+    u, singular, vt = np.linalg.svd(centred_t.T @ centred_s / len(source))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / centred_s.var(axis=0).sum()
+    return np.hstack([scale * rotation, (mean_t - scale * rotation @ mean_s)[:, None]])

@@ -14,8 +14,9 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..errors import FYEInputError
-from .align import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, pose_matrices, project_points
+from .align import pose_matrices, project_points
 from .geometry import NEAR, NUM_MESH_LANDMARKS, CanonicalFaceModel, frustum
+from .regions import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR
 from .track import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTrack
 
 NOSE_TIP = 1

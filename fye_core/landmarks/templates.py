@@ -1,5 +1,6 @@
 """Driving templates: a face track saved for reuse. Ours is a pickle-free ``.npz``; the official
-``make_temple`` ``.npy`` (a pickled object array of dicts) loads only with explicit consent."""
+``make_temple`` ``.npy`` (a pickled object array of dicts) loads only with explicit consent. And a run's
+retargeted motion, saved as plain arrays so that it can be checked and reused."""
 from __future__ import annotations
 
 import os
@@ -9,9 +10,10 @@ import numpy as np
 
 from ..errors import FYEInputError
 from ..files import atomic_output
-from .track import NUM_BLENDSHAPES, FaceTrack
+from .track import NUM_BLENDSHAPES, FaceTrack, Motion
 
 TEMPLATE_FORMAT = "fye-face-track/1"
+MOTION_FORMAT = "fye-motion/1"
 TEMPLATE_SUFFIXES = (".npz", ".npy")  # ours, and the official make_temple pickle
 _ARRAYS = ("landmarks", "mesh", "transforms", "blendshapes", "detected")
 
@@ -65,3 +67,31 @@ def load_template(path: str | os.PathLike, allow_pickle: bool = False) -> FaceTr
         raise FYEInputError(f"{path} is not an FYE template (expected the '{TEMPLATE_FORMAT}' .npz format)")
     return FaceTrack(**{name: fields[name] for name in _ARRAYS}, width=int(fields["width"]),
                      height=int(fields["height"]), fps=float(fields["fps"]) or None, source=str(fields["source"]))
+
+
+def save_motion(motion: Motion, path: str | os.PathLike) -> Path:
+    """Writes ``motion`` as ``.npz``: ``landmarks`` (N, 478, 2) and ``reference`` (478, 2) in portrait pixels,
+    ``poses`` (N, 6), ``frame_index``, ``detected``, ``width``, ``height``, ``fps`` (plain arrays only)."""
+    path = Path(path)
+    extra = {name: getattr(motion, name) for name in ("reference", "poses", "blendshapes")
+             if getattr(motion, name) is not None}
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, format=np.array(MOTION_FORMAT), landmarks=motion.points, width=np.int32(motion.width),
+                            height=np.int32(motion.height), fps=np.float64(motion.fps or 0.0),
+                            frame_index=motion.frame_index, detected=motion.detected, **extra)
+    return path
+
+
+def load_motion(path: str | os.PathLike) -> Motion:
+    """Loads a motion saved by ``save_motion``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {name: data[name] for name in data.files}
+    except (ValueError, OSError) as err:
+        raise FYEInputError(f"cannot read the motion {path}: {err}") from None
+    if str(fields.get("format", "")) != MOTION_FORMAT:
+        raise FYEInputError(f"{path} is not an FYE motion (expected the '{MOTION_FORMAT}' .npz format)")
+    return Motion(points=fields["landmarks"], width=int(fields["width"]), height=int(fields["height"]),
+                  detected=fields["detected"], frame_index=fields["frame_index"], fps=float(fields["fps"]) or None,
+                  **{name: fields.get(name) for name in ("reference", "poses", "blendshapes")})

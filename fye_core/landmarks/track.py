@@ -94,7 +94,9 @@ class Motion:
 
     ``points``: (N, 478, 2), 468 projected mesh points then 10 iris points; ``detected``: (N,) whether the
     driving frame had a face (others were filled); ``frame_index``: (N,) the driving frame of each;
-    ``blendshapes``: (N, 51) the driving frames' blendshape scores, when known.
+    ``blendshapes``: (N, 51) the driving frames' blendshape scores, when known; ``reference``: (478, 2) the
+    portrait's own landmarks as the transfer draws them, and ``poses``: (N, 6) the head pose each frame was
+    drawn with (Euler xyz degrees, then translation in cm), when known.
     """
 
     points: np.ndarray
@@ -104,6 +106,8 @@ class Motion:
     frame_index: np.ndarray
     fps: float | None = None
     blendshapes: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    poses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)

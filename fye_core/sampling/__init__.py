@@ -8,7 +8,6 @@ from .progressive import (
     KnownFrames,
     Progressive,
     even_keyframes,
-    expression_intensity,
     expression_keyframes,
     keyframe_count,
     sample_clip,
@@ -35,7 +34,7 @@ from .windows import (
 )
 
 __all__ = [
-    "KEYFRAME_CHOICES", "ClipStore", "KnownFrames", "Progressive", "even_keyframes", "expression_intensity",
+    "KEYFRAME_CHOICES", "ClipStore", "KnownFrames", "Progressive", "even_keyframes",
     "expression_keyframes", "keyframe_count", "sample_clip",
     "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_presets", "describe_speed",
     "speed_settings",

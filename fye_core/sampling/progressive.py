@@ -78,9 +78,9 @@ def even_keyframes(frames: Sequence[int], count: int) -> list[int]:
     return [frames[p] for p in _even_positions(len(frames), count)]
 
 
-def expression_keyframes(frames: Sequence[int], count: int, window: int, intensity: np.ndarray) -> list[int]:
-    """Like ``even_keyframes``, each inner keyframe moved to the most expressive frame near it; the
-    gaps still fit one pass of ``window`` frames."""
+def expression_keyframes(frames: Sequence[int], count: int, window: int, expressiveness: np.ndarray) -> list[int]:
+    """Like ``even_keyframes``, each inner keyframe moved to the most expressive frame near it
+    (``expressiveness`` per driving frame); the gaps still fit one pass of ``window`` frames."""
     positions = _even_positions(len(frames), count)
     if len(positions) < 3:
         return [frames[p] for p in positions]
@@ -90,15 +90,10 @@ def expression_keyframes(frames: Sequence[int], count: int, window: int, intensi
     for p in positions[1:-1]:
         low, high = max(p - reach, chosen[-1] + 1), min(p + reach, len(frames) - 2)
         candidates = np.arange(low, high + 1)
-        best = int(candidates[np.argmax(intensity[[frames[c] for c in candidates]])])
-        chosen.append(best if intensity[frames[best]] > intensity[frames[p]] else p)
+        best = int(candidates[np.argmax(expressiveness[[frames[c] for c in candidates]])])
+        chosen.append(best if expressiveness[frames[best]] > expressiveness[frames[p]] else p)
     chosen.append(positions[-1])
     return [frames[p] for p in chosen]
-
-
-def expression_intensity(blendshapes: np.ndarray) -> np.ndarray:
-    """Per frame, how far its blendshape scores are from the clip's median expression."""
-    return np.abs(blendshapes - np.median(blendshapes, axis=0)).sum(axis=1)
 
 
 def keyframe_count(num_frames: int, window: int) -> int:
