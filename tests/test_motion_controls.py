@@ -8,6 +8,7 @@ from scipy.spatial.transform import Rotation
 from shared_data import FACE_LANDMARKER, shared_path
 
 from fye_core.errors import FYEInputError
+from fye_core.eval import fastest_turn, lag_frames, landmark_jitter, still_frames
 from fye_core.landmarks import (
     EXPRESSION_REGIONS,
     MotionControls,
@@ -15,7 +16,6 @@ from fye_core.landmarks import (
     detect_face_track,
     load_canonical_face_model,
     portrait_points,
-    smooth_poses,
 )
 from fye_core.landmarks.align import pose_matrices, project_points
 from fye_core.landmarks.regions import partition_mesh
@@ -164,47 +164,16 @@ def test_bad_controls_are_refused(bad, message):
         MotionControls(**bad)
 
 
-def _still_frames(points: np.ndarray, face_size: float) -> np.ndarray:
-    """Frames inside still stretches: the landmarks (smoothed over 9 frames) move less than 0.5 % of the face
-    size per frame throughout the 7 frames around them."""
-    smoothed = smooth_poses(points.reshape(len(points), -1), 9).reshape(points.shape)
-    speed = np.linalg.norm(np.diff(smoothed, axis=0), axis=-1).mean(axis=1) / face_size
-    slow = np.concatenate([[True], speed < 0.005])
-    still = np.array([slow[max(t - 3, 0):t + 4].all() for t in range(len(points))])
-    return np.flatnonzero(still[1:-1]) + 1
-
-
-def _jitter(points: np.ndarray, frames: np.ndarray) -> float:
-    """Mean absolute second difference of the landmarks at ``frames``."""
-    return float(np.abs(points[frames + 1] - 2 * points[frames] + points[frames - 1]).mean())
-
-
-def _lag(signal: np.ndarray, filtered: np.ndarray, centre: int, half: int = 12, most: int = 4) -> int:
-    """The shift (frames) that best aligns the filtered velocity with the signal's around ``centre``."""
-    a = np.diff(signal[max(centre - half, 0):centre + half])
-    b = np.diff(filtered[max(centre - half, 0):centre + half])
-
-    def correlation(k):
-        return np.dot(a[:len(a) - k], b[k:]) / (len(a) - k) if k >= 0 else correlation_back(-k)
-
-    def correlation_back(k):
-        return np.dot(a[k:], b[:len(b) - k]) / (len(a) - k)
-
-    return max(range(-most, most + 1), key=correlation)
-
-
 def test_one_euro_steadies_still_faces_without_lagging_fast_turns(long_video):
     reference, driving = long_video
     raw = align_motion(reference, driving)
     filtered = align_motion(reference, driving, MotionControls(filter="one-euro"))
-    face_size = np.linalg.norm(np.ptp(raw.reference, axis=0))
-    still = _still_frames(raw.points, face_size)
+    still = still_frames(raw.points, np.linalg.norm(np.ptp(raw.reference, axis=0)))
     assert len(still) >= 5
-    assert _jitter(filtered.points, still) <= 0.5 * _jitter(raw.points, still)
-    yaw = Rotation.from_matrix(driving.transforms[:, :3, :3]).as_euler("xyz", degrees=True)[:, 1]
-    fastest = int(np.argmax(np.abs(np.diff(smooth_poses(yaw[:, None], 5)[:, 0]))))
+    assert landmark_jitter(filtered.points, still) <= 0.5 * landmark_jitter(raw.points, still)
+    fastest = fastest_turn(driving.transforms)
     centre_x = raw.points[:, :468, 0].mean(axis=1)
-    assert abs(_lag(centre_x, filtered.points[:, :468, 0].mean(axis=1), fastest)) <= 1
+    assert abs(lag_frames(centre_x, filtered.points[:, :468, 0].mean(axis=1), fastest)) <= 1
     # a plain low-pass as strong on the still face does lag there, so the measure can tell
     slow = align_motion(reference, driving, MotionControls(filter="one-euro", beta=0.0))
-    assert abs(_lag(centre_x, slow.points[:, :468, 0].mean(axis=1), fastest)) >= 2
+    assert abs(lag_frames(centre_x, slow.points[:, :468, 0].mean(axis=1), fastest)) >= 2

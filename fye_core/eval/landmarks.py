@@ -1,5 +1,6 @@
-"""Landmark metrics: accuracy of the generated faces against the aligned driving landmarks, and
-HunyuanPortrait's motion intensities.
+"""Landmark metrics: accuracy of the generated faces against the aligned driving landmarks,
+HunyuanPortrait's motion intensities, and the steadiness of a landmark stream (jitter on still stretches,
+lag behind fast motion).
 
 Motion intensities (HunyuanPortrait, Xu et al. 2025, section 3.3, eq. 2-3), for landmarks l_{k,j} (pixels)
 of n frames and m points, centre l_{k,c} (the nose tip):
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..landmarks.filters import smooth_poses
 from ..landmarks.placement import NOSE_TIP
 from ..landmarks.track import FaceTrack
 
 DEFAULT_THRESHOLD_PX = 5.0
+STILL_SPEED = 0.005  # face sizes per frame
+STILL_RUN = 7  # frames
 
 
 def track_pixels(track: FaceTrack) -> np.ndarray:
@@ -64,3 +68,41 @@ def landmark_accuracy(found_points: np.ndarray, detected: np.ndarray, target_poi
     within = (distances <= threshold_px) & detected[:, None]
     mean_px = float(distances[detected].mean()) if detected.any() else None
     return mean_px, float(within.mean())
+
+
+def still_frames(points: np.ndarray, face_size: float, speed: float = STILL_SPEED, run: int = STILL_RUN) -> np.ndarray:
+    """Frames inside still stretches of landmarks (N, P, 2): where the landmarks, smoothed over 9 frames, move
+    less than ``speed`` face sizes per frame throughout the ``run`` frames around them (first and last frames
+    excluded, so that each has a second difference)."""
+    smoothed = smooth_poses(points.reshape(len(points), -1), 9).reshape(points.shape)
+    slow = np.concatenate([[True], np.linalg.norm(np.diff(smoothed, axis=0), axis=-1).mean(axis=1) / face_size < speed])
+    half = run // 2
+    still = np.array([slow[max(t - half, 0):t + half + 1].all() for t in range(len(points))])
+    return np.flatnonzero(still[1:-1]) + 1
+
+
+def landmark_jitter(points: np.ndarray, frames: np.ndarray) -> float:
+    """Mean absolute second difference of landmarks (N, P, 2) at ``frames`` (pixels per frame squared)."""
+    return float(np.abs(points[frames + 1] - 2 * points[frames] + points[frames - 1]).mean())
+
+
+def lag_frames(signal: np.ndarray, follower: np.ndarray, centre: int, half: int = 12, most: int = 4) -> int:
+    """How many frames ``follower`` trails ``signal`` (1D, N) around frame ``centre``: the shift, up to ``most``
+    either way, that maximises the cross-correlation of their frame-to-frame changes within ``half`` frames."""
+    window = slice(max(centre - half, 0), centre + half)
+    a, b = np.diff(signal[window]), np.diff(follower[window])
+
+    def correlation(shift: int) -> float:
+        if shift >= 0:
+            return float(np.dot(a[:len(a) - shift], b[shift:]) / (len(a) - shift))
+        return float(np.dot(a[-shift:], b[:len(b) + shift]) / (len(a) + shift))
+
+    return max(range(-most, most + 1), key=correlation)
+
+
+def fastest_turn(transforms: np.ndarray) -> int:
+    """The frame of the fastest head turn: the largest change of yaw (smoothed over 5 frames) of poses (N, 4, 4)."""
+    from scipy.spatial.transform import Rotation
+
+    yaw = Rotation.from_matrix(transforms[:, :3, :3]).as_euler("xyz", degrees=True)[:, 1]
+    return int(np.argmax(np.abs(np.diff(smooth_poses(yaw[:, None], 5)[:, 0]))))
