@@ -154,8 +154,9 @@ def test_animate_writes_a_playable_video_with_one_frame_per_driving_frame(tmp_pa
     template = save_template(golden_track("driving_lp_d0").select(np.arange(6)), tmp_path / "driving.npz")
     from_template = tmp_path / "from_template.mp4"
     done = run_fye("animate", "--portrait", portrait, "--driving", template, "--models", models, "--out",
-                   from_template, "--reference-mode", "keep", "--steps", "1")
+                   from_template, "--reference-mode", "keep", "--steps", "1", "--pupils", "0.5", "--relative", "3")
     assert done.returncode == 0, done.stderr
+    assert "motion controls: pupils=0.5, relative=3" in done.stderr
     assert read_video(from_template)[0].shape == (6, 128, 72, 3)
 
     missing = run_fye("animate", "--portrait", portrait, "--driving", shared_path("data", "lp_d0_driving.mp4"),
