@@ -23,12 +23,14 @@ from .models import FYEModels
 from .sampling import (
     FULL_RUN,
     KEYFRAME_CHOICES,
+    TEACHER_STEPS,
     Callback,
     ClipStore,
     Conditioning,
     Guidance,
     Progressive,
     Schedule,
+    Solver,
     SpeedSettings,
     describe_speed,
     even_keyframes,
@@ -58,7 +60,8 @@ class AnimationOptions:
     keyframes-then-segments strategy with clips of at most ``context_frames`` and ``keyframes`` chosen
     ``even``-ly or at ``expression`` extremes. ``preset``: ``official``, ``fast`` or ``fastest`` (``PRESETS``);
     ``steps``, ``solver``, ``cfg_interval``, ``cfg_reuse`` and ``cache_*`` override it where not None
-    (``speed`` gives the result)."""
+    (``speed`` gives the result). ``teacher_steps``: the skipping schedule of a distilled student (solver
+    ``lcm``), which ``student_options`` takes from the student's weights."""
 
     steps: int | None = None
     guidance: float = 3.5
@@ -77,6 +80,7 @@ class AnimationOptions:
     cache_order: int | None = None
     cache_depth: int | None = None
     cache_warmup: int | None = None
+    teacher_steps: int = TEACHER_STEPS
 
     def __post_init__(self):
         if self.long_video not in LONG_VIDEO_MODES:
@@ -96,6 +100,11 @@ class AnimationOptions:
                               cfg_reuse=self.cfg_reuse, cache_interval=self.cache_interval,
                               cache_order=self.cache_order, cache_depth=self.cache_depth,
                               cache_warmup=self.cache_warmup)
+
+    def solver_factory(self) -> Solver:
+        """A fresh solver for a run with these options."""
+        speed = self.speed
+        return make_solver(speed.solver, speed.steps, self.seed, self.teacher_steps)
 
     @property
     def guidance_plan(self) -> Guidance:
@@ -208,7 +217,7 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
         if options.long_video in ("official", "overlap"):
             windows = official_windows(num_frames, context) if options.long_video == "official" else \
                 overlapping_windows(num_frames, context, min(options.context_overlap, context - 1))
-            return sample_windows(models.unet, noise, cond, make_solver(speed.solver, speed.steps), windows,
+            return sample_windows(models.unet, noise, cond, options.solver_factory(), windows,
                                   options.guidance_plan, options.fuse, callback, speed.cache)
         if options.long_video == "tiles":
             return sample_gaussian_tiles(models.unet, noise, cond, Schedule(speed.steps), context,
@@ -237,7 +246,7 @@ def sample_progressive(models: FYEModels, cond: Conditioning, reference: np.ndar
         return replace(cond, landmarks=landmark_features(models, reference, render(frames)))
 
     speed = options.speed
-    progressive = Progressive(models.unet, lambda: make_solver(speed.solver, speed.steps), window,
+    progressive = Progressive(models.unet, options.solver_factory, window,
                               options.guidance_plan, conditioning, lambda frames: noise[:, :, frames], choose, store,
                               callback, speed.cache)
     log.info("FYE sampling %d frames progressively: %s, cfg %g, clips of at most %d", noise.shape[2],

@@ -1,4 +1,5 @@
-"""The FYE sampler: official DDIM schedule and diffusers' few-step solvers, context windows, Gaussian
+"""The FYE sampler: official DDIM schedule, diffusers' few-step solvers and a distilled student's consistency
+sampler, context windows, Gaussian
 tiling, progressive long video, guidance plans, the cross-step feature cache and the speed presets."""
 from .cache import CachePlan, FeatureCache, feature_cache
 from .presets import PRESETS, SpeedSettings, describe_presets, describe_speed, speed_settings
@@ -23,7 +24,18 @@ from .sampler import (
     sample_windows,
 )
 from .schedule import OFFICIAL_SCHEDULER, Schedule, ddim_step, predicted_x0
-from .solvers import SOLVERS, Callback, DDIMSolver, DiffusersSolver, Solver, make_solver, sample
+from .solvers import (
+    CONSISTENCY,
+    SOLVERS,
+    TEACHER_STEPS,
+    Callback,
+    ConsistencySolver,
+    DDIMSolver,
+    DiffusersSolver,
+    Solver,
+    make_solver,
+    sample,
+)
 from .windows import (
     FUSE_METHODS,
     fuse_weights,
@@ -38,7 +50,8 @@ __all__ = [
     "expression_keyframes", "keyframe_count", "sample_clip",
     "CachePlan", "FeatureCache", "feature_cache", "PRESETS", "SpeedSettings", "describe_presets", "describe_speed",
     "speed_settings",
-    "FULL_RUN", "SOLVERS", "DDIMSolver", "DiffusersSolver", "Solver", "make_solver", "sample", "Guidance",
+    "FULL_RUN", "SOLVERS", "CONSISTENCY", "TEACHER_STEPS", "ConsistencySolver", "DDIMSolver", "DiffusersSolver",
+    "Solver", "make_solver", "sample", "Guidance",
     "WindowedModel", "predictions",
     "FUSE_METHODS", "OFFICIAL_SCHEDULER", "Callback", "Conditioning", "Schedule", "ddim_step", "fuse_weights",
     "gaussian_tile_offsets", "gaussian_tile_weights", "guided_v", "official_windows", "overlapping_windows",

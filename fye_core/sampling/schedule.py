@@ -48,12 +48,17 @@ def x0_from_v(x: torch.Tensor, v: torch.Tensor, alpha) -> torch.Tensor:
     return alpha**0.5 * x - (1 - alpha) ** 0.5 * v
 
 
-def ddim_step(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
-    """One deterministic DDIM step (eta 0) from a v-prediction: x_t -> x_{t-stride}."""
-    alpha, alpha_prev = schedule.alpha(t), schedule.alpha(schedule.previous(t))
+def ddim_transfer(x: torch.Tensor, v: torch.Tensor, alpha, alpha_prev) -> torch.Tensor:
+    """The deterministic DDIM move (eta 0) of latents ``x`` at cumulative alpha ``alpha`` with v-prediction ``v``
+    to cumulative alpha ``alpha_prev`` (floats or broadcastable tensors)."""
     x0 = x0_from_v(x, v, alpha)
     eps = alpha**0.5 * v + (1 - alpha) ** 0.5 * x
     return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
+
+
+def ddim_step(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:
+    """One deterministic DDIM step (eta 0) from a v-prediction: x_t -> x_{t-stride}."""
+    return ddim_transfer(x, v, schedule.alpha(t), schedule.alpha(schedule.previous(t)))
 
 
 def predicted_x0(x: torch.Tensor, v: torch.Tensor, t: int, schedule: Schedule) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Solvers over the official noise schedule: the official DDIM and diffusers' few-step schedulers.
+"""Solvers over the official noise schedule: the official DDIM, diffusers' few-step schedulers and the
+multistep consistency sampler of a distilled student (diffusers' LCM scheduler).
 
 A solver knows its timesteps and how to take one step from a v-prediction; ``sample`` is the loop over
 a model function ``model(x, t, step) -> v`` (the guided, window-fused prediction of the whole clip), so
@@ -14,7 +15,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
+    UniPCMultistepScheduler,
+)
 
 from ..errors import FYEInputError
 from .schedule import OFFICIAL_SCHEDULER, Schedule, ddim_step, predicted_x0, x0_from_v
@@ -29,7 +36,11 @@ DIFFUSERS_SOLVERS = {
     "unipc": (UniPCMultistepScheduler, {"solver_order": 2, "final_sigmas_type": "zero"}),
     "euler": (EulerDiscreteScheduler, {"final_sigmas_type": "zero"}),
 }
-SOLVERS = ("ddim", *DIFFUSERS_SOLVERS)
+CONSISTENCY = "lcm"
+SOLVERS = ("ddim", *DIFFUSERS_SOLVERS, CONSISTENCY)
+# The skipping schedule a student is distilled over and samples from: every 1000 / TEACHER_STEPS-th timestep
+# (LCM's 50 teacher steps); the student's file records the one it was made with.
+TEACHER_STEPS = 50
 
 
 class Solver(Protocol):
@@ -78,9 +89,7 @@ class DiffusersSolver:
 
     def __init__(self, name: str, steps: int):
         scheduler_class, settings = DIFFUSERS_SOLVERS[name]
-        accepted = inspect.signature(scheduler_class).parameters
-        official = {k: v for k, v in DDIMScheduler(**OFFICIAL_SCHEDULER).config.items() if k in accepted}
-        self.scheduler = scheduler_class.from_config(official, **settings)
+        self.scheduler = official_scheduler(scheduler_class, **settings)
         self.scheduler.set_timesteps(steps)
         self.timesteps = self.scheduler.timesteps.tolist()
         self._alphas = self.scheduler.alphas_cumprod.double()
@@ -100,10 +109,49 @@ class DiffusersSolver:
         return self.scheduler.add_noise(latents, noise, self.scheduler.timesteps[step:step + 1])
 
 
-def make_solver(name: str, steps: int) -> Solver:
-    """A fresh solver of ``steps`` steps (``SOLVERS``)."""
+class ConsistencySolver(DiffusersSolver):
+    """Multistep consistency sampling for a distilled student (LCM, Luo et al. 2023): each step maps the latents
+    to clean latents through the consistency function and noises them again, with fresh noise drawn from
+    ``seed``, to the next step's level; the last step returns the clean latents. Its timesteps are taken from
+    the skipping schedule of ``teacher_steps`` the student was distilled over."""
+
+    def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0):
+        if not 1 <= steps <= teacher_steps:
+            raise FYEInputError(f"a consistency student samples 1 to {teacher_steps} steps (its teacher's skipping "
+                                f"schedule), got {steps}")
+        self.scheduler = consistency_scheduler(teacher_steps)
+        self.scheduler.set_timesteps(steps)
+        self.timesteps = self.scheduler.timesteps.tolist()
+        self._alphas = self.scheduler.alphas_cumprod.double()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # the fresh noise is drawn on the CPU, so that a seed gives the same run on every device
+        out = self.scheduler.step(v.cpu(), self.scheduler.timesteps[step], x.cpu(), generator=self.generator)
+        return out.prev_sample.to(x.device, x.dtype), out.denoised.to(x.device, x.dtype)
+
+
+def official_scheduler(scheduler_class, **settings):
+    """A diffusers scheduler configured from the official DDIM config (v-prediction, zero-terminal-SNR betas,
+    trailing spacing) with ``settings`` over it."""
+    accepted = inspect.signature(scheduler_class).parameters
+    official = {k: v for k, v in DDIMScheduler(**OFFICIAL_SCHEDULER).config.items() if k in accepted}
+    return scheduler_class.from_config(official, **settings)
+
+
+def consistency_scheduler(teacher_steps: int = TEACHER_STEPS) -> LCMScheduler:
+    """The LCM scheduler over the official schedule: its consistency function (``c_skip``, ``c_out``) is the one
+    the student is distilled to and sampled with."""
+    return official_scheduler(LCMScheduler, original_inference_steps=teacher_steps)
+
+
+def make_solver(name: str, steps: int, seed: int = 0, teacher_steps: int = TEACHER_STEPS) -> Solver:
+    """A fresh solver of ``steps`` steps (``SOLVERS``); ``seed`` and ``teacher_steps`` are the consistency
+    sampler's (its fresh noise, the student's skipping schedule)."""
     if name not in SOLVERS:
         raise FYEInputError(f"solver must be one of {SOLVERS}, got {name!r}")
+    if name == CONSISTENCY:
+        return ConsistencySolver(steps, teacher_steps, seed)
     schedule = Schedule(steps)  # checks the step count
     return DDIMSolver(schedule) if name == "ddim" else DiffusersSolver(name, steps)
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from ..errors import FYEInputError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+DISTILL = "distill"
+STAGES = {1: "ReferenceNet, UNet spatial layers, guider, Q-Former", 2: "motion modules",
+          DISTILL: "the student's LoRA (latent consistency distillation)"}
 
 
 def _key(default=MISSING, doc: str = ""):
@@ -22,8 +25,10 @@ def _key(default=MISSING, doc: str = ""):
 
 @dataclass
 class TrainingConfig:
-    stage: int = _key(doc="1: ReferenceNet, UNet spatial layers, guider and Q-Former on single frames; "
-                          "2: motion modules on clips (and conv_in with masked_latents)")
+    stage: int | str = _key(doc="1: ReferenceNet, UNet spatial layers, guider and Q-Former on single frames; "
+                                "2: motion modules on clips (and conv_in with masked_latents); \"distill\": a few-step "
+                                "student (a LoRA on the UNet) by latent consistency distillation from the init "
+                                "weights, on clips")
     videos: str = _key(doc="folder of talking-head videos (searched recursively); frames without a face are skipped")
     output: str = _key(doc="run folder: checkpoints, log.jsonl, track cache, debug masks")
     init: str = _key(doc="weights to start from: a models folder (official .pth, kijai or fye.safetensors) or an "
@@ -68,13 +73,30 @@ class TrainingConfig:
     preview_steps: int = _key(0, "DDIM steps of a self-reenactment preview at each validation (0 = none): the first "
                                  "validation sample's reference animated by its target's landmarks, written beside "
                                  "them to OUTPUT/validation/step-<step>.png (stage 1) or .mp4 (stage 2)")
+    distill_steps: int = _key(4, "distill: the steps the student is made to sample in (recorded in its files)")
+    distill_guidance: float = _key(3.5, "distill: the guidance scale folded into the student (the teacher's CFG at "
+                                        "every distillation step; the student then samples without guidance)")
+    teacher_steps: int = _key(50, "distill: the skipping schedule, every 1000 / teacher_steps-th timestep: the "
+                                  "teacher takes one guided DDIM step of that size")
+    lora_rank: int = _key(64, "distill: rank of the student's LoRA")
+    target_ema_decay: float = _key(0.95, "distill: decay of the target network, an EMA of the student")
+    huber_c: float = _key(0.001, "distill: the pseudo-Huber constant of the consistency distance (0 = squared "
+                                 "error)")
     save_every: int = _key(1000, "steps between checkpoints (and one at the end)")
     keep_checkpoints: int = _key(3, "newest checkpoints kept (0 = all)")
 
     def __post_init__(self):
         problems = []
-        if self.stage not in (1, 2):
-            problems.append(f"stage must be 1 or 2, got {self.stage}")
+        if self.stage not in STAGES:
+            problems.append(f"stage must be 1, 2 or \"distill\", got {self.stage!r}")
+        if self.stage == DISTILL:
+            if self.masked_latents:
+                problems.append("distill takes a 4-channel UNet (the official one); set masked_latents = false")
+            if not 1 <= self.distill_steps <= self.teacher_steps <= 1000 or 1000 % self.teacher_steps:
+                problems.append(f"distill needs 1 <= distill_steps <= teacher_steps, teacher_steps dividing 1000; "
+                                f"got {self.distill_steps} and {self.teacher_steps}")
+            if self.lora_rank < 1 or not 0 <= self.target_ema_decay < 1 or self.huber_c < 0:
+                problems.append("distill needs lora_rank >= 1, 0 <= target_ema_decay < 1 and huber_c >= 0")
         if self.size <= 0 or self.size % 8:
             problems.append(f"size must be a positive multiple of 8, got {self.size}")
         if self.mixed_precision not in MIXED_PRECISION:

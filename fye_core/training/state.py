@@ -1,5 +1,7 @@
 """Trainer checkpoints in safetensors: the networks as an FYE model file (loads in the sampler and ComfyUI),
-their EMA as a second one, and the optimizer state, step and settings in ``training.safetensors``.
+their EMA as a second one, and the optimizer state, step and settings in ``training.safetensors``. A
+distillation checkpoint holds the merged student as the model files and the adapters (student, its EMA,
+the target network) as LoRA files beside them.
 
 A checkpoint is the folder ``checkpoint-<step>``; it appears only when complete.
 """
@@ -9,7 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from ..models import FYEModels, save_fye
 
 TRAINING_FORMAT = "fye-training/1"
 MODELS_FILE, EMA_FILE, STATE_FILE = "models.safetensors", "ema.safetensors", "training.safetensors"
+STUDENT_LORA_FILE, EMA_LORA_FILE, TARGET_LORA_FILE = "student_lora.safetensors", "ema_lora.safetensors", \
+    "target_lora.safetensors"
 
 
 @dataclass
@@ -80,17 +84,22 @@ def ema_weights(ema, trained: list[torch.nn.Parameter]) -> Iterator[None]:
         ema.restore(trained)
 
 
-def save_checkpoint(folder: Path, models: FYEModels, state: TrainingState, ema=None,
-                    trained: list[torch.nn.Parameter] | None = None) -> Path:
-    """Writes the checkpoint into a hidden folder and renames it into place. With a diffusers ``ema``
-    (``EMAModel`` of the ``trained`` parameters) the EMA weights are also written as a model file."""
+def write_networks(folder: Path, models: FYEModels, ema=None, trained: list[torch.nn.Parameter] | None = None) -> None:
+    """The networks as ``MODELS_FILE``; with a diffusers ``ema`` (``EMAModel`` of the ``trained`` parameters) the
+    EMA weights also as ``EMA_FILE``."""
+    save_fye(models, folder / MODELS_FILE, dtype=None)
+    if ema is not None:
+        with ema_weights(ema, trained):
+            save_fye(models, folder / EMA_FILE, dtype=None)
+
+
+def save_checkpoint(folder: Path, state: TrainingState, write: Callable[[Path], None]) -> Path:
+    """Writes the checkpoint into a hidden folder (the networks by ``write(folder)``) and renames it into
+    place."""
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_fye(models, partial / MODELS_FILE, dtype=None)
-    if ema is not None:
-        with ema_weights(ema, trained):
-            save_fye(models, partial / EMA_FILE, dtype=None)
+    write(partial)
     tensors, optimizer_meta = _flatten_optimizer(state.optimizer)
     metadata = {"format": TRAINING_FORMAT, "step": str(state.step), "optimizer": json.dumps(optimizer_meta),
                 "ema": json.dumps(state.ema), "scaler": json.dumps(state.scaler), "config": json.dumps(state.config)}

@@ -3,8 +3,9 @@
 Stage 1 trains the ReferenceNet, the UNet's spatial layers, the landmark guider and the optional Q-Former
 on single frames, with the motion modules bypassed (the 2D UNet of that stage); stage 2 trains the motion
 modules on clips (and ``conv_in`` of the masked-latent variant, whose extra channels would otherwise stay
-zero). Every random draw of a step (samples, noise, timesteps, dropout, masking) comes from the seed and
-the step number, so a resumed run continues exactly as an uninterrupted one.
+zero). The distill stage trains a few-step student, a LoRA on the UNet, by latent consistency distillation
+from the init weights (``distill.py``). Every random draw of a step (samples, noise, timesteps, dropout,
+masking) comes from the seed and the step number, so a resumed run continues exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +25,36 @@ from torch import nn
 
 from ..animate import AnimationOptions, animate, load_diffusers_vae
 from ..errors import FYEInputError
-from ..models import FYEModels, load_fye
+from ..models import FYEModels, load_fye, save_fye
 from ..models.bundle import WHERE, find_fye_weights, locate_fye_weights, locate_model_files
 from ..models.checkpoints import load_official
 from ..models.configs import LATENT_CHANNELS
 from ..models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
 from ..models.qformer import QFormer
-from ..sampling import OFFICIAL_SCHEDULER, KnownFrames, Schedule
+from ..sampling import CONSISTENCY, OFFICIAL_SCHEDULER, KnownFrames, Schedule
 from ..video import write_video
-from .config import TrainingConfig
+from .config import DISTILL, STAGES, TrainingConfig
 from .data import FaceClipDataset, load_run_videos
+from .distill import (
+    DistillationNetworks,
+    StudentSettings,
+    add_student_adapter,
+    lora_state,
+    merged_student,
+    read_student_lora,
+    save_student_lora,
+    skipping_timesteps,
+    student_parameters,
+    update_target,
+)
 from .loss import fye_loss
 from .state import (
     EMA_FILE,
+    EMA_LORA_FILE,
     MODELS_FILE,
     STATE_FILE,
+    STUDENT_LORA_FILE,
+    TARGET_LORA_FILE,
     TrainingState,
     checkpoint_folder,
     checkpoints,
@@ -46,13 +62,16 @@ from .state import (
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
+    write_networks,
 )
 
-STAGES = {1: "ReferenceNet, UNet spatial layers, guider, Q-Former", 2: "motion modules"}
+STUDENT_FILE = "student.safetensors"
 
 
-def trainable_parameters(models: FYEModels, stage: int) -> list[tuple[str, nn.Parameter]]:
+def trainable_parameters(models: FYEModels, stage: int | str) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of what a stage trains, in a fixed order (the optimizer state follows it)."""
+    if stage == DISTILL:
+        return [(f"unet.{name}", parameter) for name, parameter in student_parameters(models.unet)]
 
     def trains(network: str, name: str) -> bool:
         if stage == 1:
@@ -212,13 +231,20 @@ class Trainer:
             # stage 1 leaves parts of the ReferenceNet unused (nothing after its last feature is computed)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         state = folder = None
+        self.distilling = config.stage == DISTILL
         if resume is not None:
             folder = resolve_resume(resume)
             state = load_checkpoint(folder)
             check_same_run(state.config, config, self.accelerator.num_processes, folder)
+        if resume is not None and not self.distilling:
             self.models = load_fye(folder / MODELS_FILE).to(dtype=torch.float32)
-        else:
+        else:  # a student resumes from its teacher (the init weights) and its adapter in the checkpoint
             self.models = load_initial_models(config)
+        if self.distilling:
+            add_student_adapter(self.models.unet, config.lora_rank, config.seed)
+            self.student = StudentSettings(config.distill_steps, config.distill_guidance, config.teacher_steps,
+                                           config.lora_rank)
+            self.skipping = skipping_timesteps(config.teacher_steps)
         device = self.accelerator.device
         vae_path, clip_path = frozen_encoder_paths(config)
         self.codec = load_diffusers_vae(vae_path, device=device)
@@ -234,7 +260,12 @@ class Trainer:
             self.models.unet.enable_gradient_checkpointing()
             self.models.referencenet.enable_gradient_checkpointing()
 
-        network = TrainingNetworks(self.models, config.ffg_weight)
+        self.target = [parameter.detach().clone() for parameter in self.trained_parameters]
+        if self.distilling:
+            network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.teacher_steps,
+                                           config.ffg_weight, config.huber_c, self.alphas_cumprod)
+        else:
+            network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
                                       weight_decay=config.weight_decay)
         self.network, self.optimizer = self.accelerator.prepare(network, optimizer)
@@ -279,14 +310,27 @@ class Trainer:
 
     def _restore(self, state: TrainingState, folder: Path) -> None:
         self.optimizer.load_state_dict(state.optimizer)
+        if self.distilling:
+            with torch.no_grad():
+                for values, file in ((self.trained_parameters, STUDENT_LORA_FILE), (self.target, TARGET_LORA_FILE)):
+                    torch._foreach_copy_([v.data for v in values], self._adapter_values(folder / file))
         if self.ema is not None:
-            ema_models = load_fye(folder / EMA_FILE)
-            shadow = dict(trainable_parameters(ema_models, self.config.stage))
-            self.ema.load_state_dict({**state.ema, "shadow_params": [shadow[name].float() for name, _ in self.trained]})
+            if self.distilling:
+                shadow_params = self._adapter_values(folder / EMA_LORA_FILE)
+            else:
+                shadow = dict(trainable_parameters(load_fye(folder / EMA_FILE), self.config.stage))
+                shadow_params = [shadow[name].float() for name, _ in self.trained]
+            self.ema.load_state_dict({**state.ema, "shadow_params": shadow_params})
             self.ema.to(self.accelerator.device)
         if state.scaler is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state.scaler)
         self.step = state.step
+
+    def _adapter_values(self, path: Path) -> list[torch.Tensor]:
+        """A student LoRA file's weights in the order of the trained parameters."""
+        tensors, _ = read_student_lora(path)
+        keys = list(lora_state(self.models.unet))
+        return [tensors[key].to(parameter.device) for key, parameter in zip(keys, self.trained_parameters, strict=True)]
 
     def batches(self, first_step: int = 0) -> Iterator[dict]:
         """The micro-batches from optimizer step ``first_step`` on (the ones before are skipped unread)."""
@@ -313,7 +357,10 @@ class Trainer:
             tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(batch["reference"].cpu().numpy()))
         drawn = torch.randint(0, len(self.alphas_cumprod), (items,), generator=generator)
         timesteps = drawn if timesteps is None else timesteps
+        if self.distilling:  # the same draw, onto the skipping schedule
+            timesteps = self.skipping[timesteps * len(self.skipping) // len(self.alphas_cumprod)]
         noise = torch.randn(latents.shape, generator=generator)
+        dropout = dropout and not self.distilling  # the student is guided by its teacher, not by dropout
         dropped = torch.rand(items, generator=generator) < (self.config.uncond_probability if dropout else 0)
         known = None
         if self.models.unet.takes_masked_latents and self.config.stage == 2:
@@ -348,7 +395,7 @@ class Trainer:
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss terms."""
-        sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
+        sums: dict[str, float] = {}
         for group in self.optimizer.param_groups:  # a function of the step alone, so a resumed run follows it
             group["lr"] = self.learning_rate(self.step)
         for micro_batch in range(self.config.gradient_accumulation):
@@ -360,8 +407,10 @@ class Trainer:
                     self.accelerator.clip_grad_norm_(self.trained_parameters, self.config.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            for key in sums:
-                sums[key] += float(self.accelerator.gather(losses[key].detach()[None]).mean())
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(self.accelerator.gather(value.detach()[None]).mean())
+        if self.distilling:
+            update_target(self.target, self.trained_parameters, self.config.target_ema_decay)
         if self.ema is not None:
             self.ema.step(self.trained_parameters)
         self.step += 1
@@ -373,7 +422,7 @@ class Trainer:
         under training's uniform timesteps). Runs in the calling process alone (the unwrapped networks)."""
         network = self.accelerator.unwrap_model(self.network)
         dataset = self.validation_dataset
-        sums = {"ldm": 0.0, "ffg": 0.0, "total": 0.0}
+        sums: dict[str, float] = {}
         count = len(self.alphas_cumprod)
         for item in range(len(dataset)):
             batch = torch.utils.data.default_collate([dataset[item]])
@@ -382,8 +431,8 @@ class Trainer:
                                  timesteps=timestep)
             with torch.no_grad():
                 losses = network(inputs)
-            for key in sums:
-                sums[key] += float(losses[key]) / len(dataset)
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / len(dataset)
         return sums
 
     def preview(self) -> Path:
@@ -395,6 +444,9 @@ class Trainer:
         tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(reference[None]))
         options = AnimationOptions(steps=self.config.preview_steps, seed=self.config.seed,
                                    context_frames=len(sample["target"]))
+        if self.distilling:  # the student as it samples: its own steps, no guidance
+            options = replace(options, steps=self.student.steps, solver=CONSISTENCY, guidance=1.0,
+                              teacher_steps=self.student.teacher_steps)
         generated = animate(self.models, self.codec, tokens, reference, sample["landmarks"], options)
         panels = np.concatenate([sample["target"], sample["landmarks"], generated], axis=2)
         path = self.output / "validation" / f"step-{self.step:07d}.{'png' if len(panels) == 1 else 'mp4'}"
@@ -435,10 +487,26 @@ class Trainer:
                                   scaler=scaler,
                                   config={**json.loads(self.config.to_json()),
                                           "processes": self.accelerator.num_processes})
-            save_checkpoint(folder, self.models, state, self.ema, self.trained_parameters)
+            save_checkpoint(folder, state, self._write_networks)
             prune_checkpoints(self.output, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         return folder
+
+    def _write_networks(self, folder: Path) -> None:
+        """A checkpoint's networks: the models (and their EMA); a student merged into full FYE weights (loads
+        anywhere the teacher does) and its adapters as LoRA files (the EMA's, the target network's)."""
+        if not self.distilling:
+            write_networks(folder, self.models, self.ema, self.trained_parameters)
+            return
+        unet = self.models.unet
+        keys = list(lora_state(unet))
+        save_fye(merged_student(self.models, self.student), folder / MODELS_FILE, dtype=None)
+        save_student_lora(unet, self.student, folder / STUDENT_LORA_FILE)
+        save_student_lora(unet, self.student, folder / TARGET_LORA_FILE, dict(zip(keys, self.target, strict=True)))
+        if self.ema is not None:
+            with ema_weights(self.ema, self.trained_parameters):
+                save_fye(merged_student(self.models, self.student), folder / EMA_FILE, dtype=None)
+                save_student_lora(unet, self.student, folder / EMA_LORA_FILE)
 
     def run(self) -> Path:
         """Trains to ``config.steps``, logging both loss terms and saving checkpoints; the last checkpoint."""
@@ -466,7 +534,18 @@ class Trainer:
                 self._validate()
             if self.step % config.save_every == 0 or self.step == config.steps:
                 last = self.save()
+        if self.distilling and self.accelerator.is_main_process:
+            self.save_student(self.output)
         return last
+
+    def save_student(self, folder: Path) -> tuple[Path, Path]:
+        """The student as it ships, with the EMA weights when there are: ``student.safetensors`` (full FYE
+        weights, loads anywhere the teacher's do) and ``student_lora.safetensors`` (the adapter alone, for the
+        teacher's weights), both recording the steps and guidance it was made for."""
+        with ema_weights(self.ema, self.trained_parameters):
+            full = save_fye(merged_student(self.models, self.student), folder / STUDENT_FILE)
+            lora = save_student_lora(self.models.unet, self.student, folder / STUDENT_LORA_FILE)
+        return full, lora
 
 
 RUN_KEYS = ("stage", "size", "clip_frames", "clip_stride", "masked_latents", "seed", "batch_size")
