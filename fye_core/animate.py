@@ -20,7 +20,9 @@ from .errors import FYEInputError
 from .image import images_to_uint8
 from .landmarks import Motion, expressiveness, render_expression_landmarks
 from .models import FYEModels
+from .models.student import StudentSettings
 from .sampling import (
+    CONSISTENCY,
     FULL_RUN,
     KEYFRAME_CHOICES,
     TEACHER_STEPS,
@@ -43,6 +45,7 @@ from .sampling import (
     speed_settings,
 )
 
+OFFICIAL_GUIDANCE = 3.5
 LATENT_SCALE = 0.18215  # SD-1.5 VAE scaling factor
 LONG_VIDEO_MODES = ("official", "overlap", "tiles", "progressive")
 OFFICIAL_SEED = 12580
@@ -64,7 +67,7 @@ class AnimationOptions:
     ``lcm``), which ``student_options`` takes from the student's weights."""
 
     steps: int | None = None
-    guidance: float = 3.5
+    guidance: float = OFFICIAL_GUIDANCE
     seed: int = OFFICIAL_SEED
     long_video: str = "official"
     context_frames: int = 24
@@ -110,6 +113,24 @@ class AnimationOptions:
     def guidance_plan(self) -> Guidance:
         speed = self.speed
         return Guidance(self.guidance, speed.cfg_interval, speed.cfg_reuse)
+
+
+def student_options(options: AnimationOptions, student: StudentSettings | None,
+                    guidance_given: bool = False) -> AnimationOptions:
+    """What a distilled student samples with unless told otherwise: its consistency sampler and steps (where
+    ``options`` leave solver and steps to the preset) and no unconditional pass (its guidance is folded in)
+    unless ``guidance_given``."""
+    if student is None:
+        return options
+    return replace(options, solver=options.solver or CONSISTENCY, steps=options.steps or student.steps,
+                   guidance=options.guidance if guidance_given else 1.0, teacher_steps=student.teacher_steps)
+
+
+def describe_student(student: StudentSettings, options: AnimationOptions) -> str:
+    """One line for logs: what the student was made for and what this run does."""
+    speed = options.speed
+    return (f"student: distilled for {student.steps} {CONSISTENCY} steps with guidance {student.guidance:g} folded "
+            f"in; sampling {speed.solver} {speed.steps} steps, cfg {options.guidance:g}")
 
 
 class LatentCodec(Protocol):

@@ -54,9 +54,10 @@ RENDER_CHUNK = 32
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 BACKENDS = ("fye", "hunyuan-portrait")
 # animate options that only one backend has (argparse destinations); the other refuses them
-FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "expression_strength", "brows", "eyelids", "pupils",
-            "mouth", "rotation_strength", "translation_strength", "relative", "filter", "min_cutoff", "beta",
-            "allow_pickle", "crop_margin", "feather", "cfg", "long_video", "keyframes", "fuse", "preset", "solver")
+FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "student_lora", "expression_strength", "brows",
+            "eyelids", "pupils", "mouth", "rotation_strength", "translation_strength", "relative", "filter",
+            "min_cutoff", "beta", "allow_pickle", "crop_margin", "feather", "cfg", "long_video", "keyframes", "fuse",
+            "preset", "solver")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
@@ -157,7 +158,8 @@ def _add_animate_parser(sub) -> None:
                    help=f"solver steps (official {PRESETS['official'].steps}; default the preset's); hunyuan-portrait: "
                         f"Euler steps (official {INFERENCE.num_inference_steps})")
     p.add_argument("--solver", choices=SOLVERS, default=None,
-                   help="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc or euler; default the preset's")
+                   help="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc, euler, or lcm (a distilled student's "
+                        "consistency sampler); default the preset's, lcm for a student")
     p.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("START", "END"),
                    help="run the unconditional pass only on steps in this part of the run (fractions, e.g. 0 0.5); "
                         "default the preset's (official: 0 1, every step; hunyuan-portrait: every step)")
@@ -172,7 +174,12 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--cache-depth", type=int, default=None,
                    help="feature cache: UNet level where the cached branch starts (1-3; 1 caches the most)")
     p.add_argument("--cache-warmup", type=int, default=None, help="feature cache: first steps always computed whole")
-    p.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (official 3.5)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale (official 3.5; a distilled student has its guidance folded in "
+                        "and runs without the unconditional pass, 1)")
+    p.add_argument("--student-lora", type=Path, default=None,
+                   help="a distilled student's LoRA (fye train's distill stage) for the weights in --models; it "
+                        "samples with its own steps and guidance unless --steps, --solver or --cfg say otherwise")
     p.add_argument("--seed", type=int, default=None,
                    help=f"noise seed (official {OFFICIAL_SEED}; hunyuan-portrait {BACKEND_DEFAULTS['seed'][1]})")
     p.add_argument("--long-video", choices=LONG_VIDEO_MODES, default="official",
@@ -343,20 +350,33 @@ def run_animate(args) -> int:
     _check_backend_options(args)
     if args.backend == "hunyuan-portrait":
         return run_hunyuan_animate(args)
-    from .animate import AnimationOptions, animate_motion, load_diffusers_vae
+    from .animate import (
+        OFFICIAL_GUIDANCE,
+        AnimationOptions,
+        animate_motion,
+        describe_student,
+        load_diffusers_vae,
+        student_options,
+    )
     from .landmarks.model_file import sha256_of
     from .models.bundle import load_fye_models, locate_model_files
     from .models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
+    from .models.student import read_student_settings
     from .resume import ClipFolder
 
     files = locate_model_files(args.models)  # before the slow work: missing weights fail at once
-    options = AnimationOptions(steps=args.steps, guidance=args.cfg, seed=args.seed, long_video=args.long_video,
+    student = read_student_settings(files.fye, args.student_lora)
+    options = AnimationOptions(steps=args.steps, guidance=OFFICIAL_GUIDANCE if args.cfg is None else args.cfg,
+                               seed=args.seed, long_video=args.long_video,
                                context_frames=args.context_frames, context_overlap=args.context_overlap,
                                fuse=args.fuse, keyframes=args.keyframes, preset=args.preset, solver=args.solver,
                                cfg_interval=args.cfg_interval, cfg_reuse=args.cfg_reuse,
                                cache_interval=args.cache_interval, cache_order=args.cache_order,
                                cache_depth=args.cache_depth, cache_warmup=args.cache_warmup)
+    options = student_options(options, student, guidance_given=args.cfg is not None)
     print(describe_speed(options.preset, options.speed), file=sys.stderr)
+    if student is not None:
+        print(describe_student(student, options), file=sys.stderr)
     prepared = _motion(args)
     reference, motion, crop = prepared.reference, prepared.motion, prepared.crop
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
@@ -371,7 +391,7 @@ def run_animate(args) -> int:
     encoder = load_clip_image_encoder(files.clip, dtype, args.device)
     tokens = encode_clip_tokens(encoder, clip_pixel_values(reference))
     del encoder
-    models = load_fye_models(files.fye, dtype, args.device)
+    models = load_fye_models(files.fye, dtype, args.device, args.student_lora)
     codec = load_diffusers_vae(files.vae, dtype, args.device)
     with tqdm(desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
         def progress(event):

@@ -8,10 +8,18 @@ import latent_preview
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..fye_core.animate import LATENT_SCALE, LONG_VIDEO_MODES, OFFICIAL_SEED, AnimationOptions, animate_motion
+from ..fye_core.animate import (
+    LATENT_SCALE,
+    LONG_VIDEO_MODES,
+    OFFICIAL_SEED,
+    AnimationOptions,
+    animate_motion,
+    student_options,
+)
 from ..fye_core.image import images_to_uint8
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
+from ..fye_core.models.student import StudentSettings
 from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan, describe_presets
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
@@ -20,6 +28,7 @@ from .models import DTYPES, FOLDER, loader_placement
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
 SpeedType = io.Custom("FYE_SPEED")
+NO_STUDENT = "none"
 PRESET_HELP = (f"{describe_presets()}; guidance on every step. official is the official sampler; README and "
                "bench/speed.py give the time saved and the fidelity to official.")
 
@@ -66,15 +75,21 @@ class LoadModels(io.ComfyNode):
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
                                tooltip="Weights and compute dtype; auto picks what ComfyUI uses for UNets on "
                                        "this device (fp16 on most GPUs, fp32 on CPU)."),
+                io.Combo.Input("student_lora", options=[NO_STUDENT, *weight_files()], default=NO_STUDENT,
+                               optional=True,
+                               tooltip="Optional: a distilled student's LoRA (fye train's distill stage, "
+                                       "student_lora.safetensors in models/fye) merged into these weights; FYE "
+                                       "Animate then samples with the student's own steps and guidance."),
             ],
             outputs=[ModelsType.Output(display_name="fye_models")],
         )
 
     @classmethod
-    def execute(cls, model, dtype) -> io.NodeOutput:
+    def execute(cls, model, dtype, student_lora=NO_STUDENT) -> io.NodeOutput:
         load_device, offload_device, dtype = loader_placement(dtype)
         weights = locate_fye_weights(folder_paths.get_full_path_or_raise(FOLDER, model))
-        models = load_fye_models(weights, dtype, offload_device)
+        lora = None if student_lora == NO_STUDENT else folder_paths.get_full_path_or_raise(FOLDER, student_lora)
+        models = load_fye_models(weights, dtype, offload_device, lora)
         return io.NodeOutput(comfy.model_patcher.ModelPatcher(FYENetworks(models), load_device, offload_device))
 
 
@@ -96,9 +111,11 @@ class Animate(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="The sd-image-variations CLIP image encoder "
                                                            "(ViT-L/14), loaded with Load CLIP Vision."),
                 io.Int.Input("steps", default=0, min=0, max=1000,
-                             tooltip="Solver steps; 0 = the preset's (official 30 DDIM steps)."),
+                             tooltip="Solver steps; 0 = the preset's (official 30 DDIM steps), or a distilled "
+                                     "student's own."),
                 io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1,
-                               tooltip="Classifier-free guidance scale (official 3.5; 1 turns CFG off)."),
+                               tooltip="Classifier-free guidance scale (official 3.5; 1 turns CFG off). A distilled "
+                                       "student has its guidance folded in and ignores this."),
                 io.Int.Input("seed", default=OFFICIAL_SEED, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed; the same seed gives the same video on every device."),
                 io.Combo.Input("long_video", options=list(LONG_VIDEO_MODES), default="official",
@@ -136,6 +153,7 @@ class Animate(io.ComfyNode):
         options = AnimationOptions(steps=steps or None, guidance=cfg, seed=seed, long_video=long_video,
                                    context_frames=context_frames, context_overlap=context_overlap, fuse=fuse,
                                    keyframes=keyframes, preset=preset, **(speed_options or {}))
+        options = student_options(options, StudentSettings.from_config(models.config))
         chunks = animate_motion(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, motion, options,
                                 sampling_progress(device, options.speed.steps))
         decoding = comfy.utils.ProgressBar(len(motion))
@@ -159,7 +177,8 @@ class SpeedOptions(io.ComfyNode):
                         "preset's value of a setting.",
             inputs=[
                 io.Combo.Input("solver", options=["preset", *SOLVERS], default="preset",
-                               tooltip="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc or euler."),
+                               tooltip="ddim (official), dpmpp_2m (DPM-Solver++ 2M), unipc, euler, or lcm (a "
+                                       "distilled student's consistency sampler)."),
                 io.Float.Input("cfg_start", default=-1.0, min=-1.0, max=1.0, step=0.01,
                                tooltip="The unconditional pass runs on steps from this part of the run (fraction; "
                                        "-1: the preset's)."),

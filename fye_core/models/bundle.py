@@ -10,6 +10,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import FYEInputError
 from .checkpoints import FORMAT, OFFICIAL_FILES, FYEModels, load_fye, load_official
+from .student import apply_student_lora
 
 KIJAI_PATTERNS = {"guider": "FYE_lmk_guider*.safetensors", "referencenet": "FYE_referencenet*.safetensors",
                   "unet": "FYE_unet*.safetensors"}
@@ -71,9 +72,14 @@ def locate_model_files(folder: str | os.PathLike) -> ModelFiles:
     return ModelFiles(**found)
 
 
-def load_fye_models(weights: Path | dict[str, Path], dtype: torch.dtype = torch.float32, device="cpu") -> FYEModels:
-    """Loads ``ModelFiles.fye`` (or ``locate_fye_weights``) for inference."""
+def load_fye_models(weights: Path | dict[str, Path], dtype: torch.dtype = torch.float32, device="cpu",
+                    student_lora: str | os.PathLike | None = None) -> FYEModels:
+    """Loads ``ModelFiles.fye`` (or ``locate_fye_weights``) for inference, with a distilled student's LoRA merged
+    into the UNet when given (``models.config["student"]`` then says what it was made for)."""
     models = load_fye(weights) if isinstance(weights, Path) else load_official(weights)
+    if student_lora is not None:
+        models.to(dtype=torch.float32)  # merged in fp32, then cast like the rest
+        apply_student_lora(models, student_lora)
     for network in models.networks().values():
         network.eval().requires_grad_(False)
     return models.to(device=device, dtype=dtype)

@@ -111,24 +111,40 @@ class DiffusersSolver:
 
 class ConsistencySolver(DiffusersSolver):
     """Multistep consistency sampling for a distilled student (LCM, Luo et al. 2023): each step maps the latents
-    to clean latents through the consistency function and noises them again, with fresh noise drawn from
-    ``seed``, to the next step's level; the last step returns the clean latents. Its timesteps are taken from
-    the skipping schedule of ``teacher_steps`` the student was distilled over."""
+    to clean latents through the consistency function (diffusers' LCM scheduler) and noises them again to the
+    next step's level; the last step returns the clean latents. Its timesteps come from the skipping schedule of
+    ``teacher_steps`` the student was distilled over.
 
-    def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0):
+    ``eta`` 0 (the default) noises again with the noise the student's own prediction implies, as DDIM does: the
+    run stays on the teacher's trajectory from its starting noise, so the student reproduces what the teacher
+    makes from the same seed. ``eta`` 1 is LCM's fresh noise (drawn from ``seed``), between the two a mix.
+    """
+
+    def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0, eta: float = 0.0):
         if not 1 <= steps <= teacher_steps:
             raise FYEInputError(f"a consistency student samples 1 to {teacher_steps} steps (its teacher's skipping "
                                 f"schedule), got {steps}")
+        if not 0 <= eta <= 1:
+            raise FYEInputError(f"the consistency sampler's eta must be between 0 and 1, got {eta}")
         self.scheduler = consistency_scheduler(teacher_steps)
         self.scheduler.set_timesteps(steps)
         self.timesteps = self.scheduler.timesteps.tolist()
         self._alphas = self.scheduler.alphas_cumprod.double()
         self.generator = torch.Generator().manual_seed(seed)
+        self.eta = eta
 
     def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         # the fresh noise is drawn on the CPU, so that a seed gives the same run on every device
         out = self.scheduler.step(v.cpu(), self.scheduler.timesteps[step], x.cpu(), generator=self.generator)
-        return out.prev_sample.to(x.device, x.dtype), out.denoised.to(x.device, x.dtype)
+        fresh, denoised = out.prev_sample.to(x.device, x.dtype), out.denoised.to(x.device, x.dtype)
+        if step == len(self.timesteps) - 1 or self.eta == 1:
+            return fresh, denoised
+        alpha, alpha_next = (float(self._alphas[round(t)]) for t in self.timesteps[step:step + 2])
+        implied = (x - alpha**0.5 * denoised) / (1 - alpha) ** 0.5
+        noise = implied if self.eta == 0 else (
+            (1 - self.eta**2) ** 0.5 * implied
+            + self.eta * (fresh - alpha_next**0.5 * denoised) / (1 - alpha_next) ** 0.5)
+        return alpha_next**0.5 * denoised + (1 - alpha_next) ** 0.5 * noise, denoised
 
 
 def official_scheduler(scheduler_class, **settings):

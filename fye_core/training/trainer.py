@@ -10,6 +10,7 @@ masking) comes from the seed and the step number, so a resumed run continues exa
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..animate import AnimationOptions, animate, load_diffusers_vae
+from ..animate import AnimationOptions, animate, load_diffusers_vae, student_options
 from ..errors import FYEInputError
 from ..models import FYEModels, load_fye, save_fye
 from ..models.bundle import WHERE, find_fye_weights, locate_fye_weights, locate_model_files
@@ -31,22 +32,19 @@ from ..models.checkpoints import load_official
 from ..models.configs import LATENT_CHANNELS
 from ..models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
 from ..models.qformer import QFormer
-from ..sampling import CONSISTENCY, OFFICIAL_SCHEDULER, KnownFrames, Schedule
-from ..video import write_video
-from .config import DISTILL, STAGES, TrainingConfig
-from .data import FaceClipDataset, load_run_videos
-from .distill import (
-    DistillationNetworks,
+from ..models.student import (
     StudentSettings,
     add_student_adapter,
     lora_state,
     merged_student,
     read_student_lora,
     save_student_lora,
-    skipping_timesteps,
-    student_parameters,
-    update_target,
 )
+from ..sampling import OFFICIAL_SCHEDULER, KnownFrames, Schedule
+from ..video import write_video
+from .config import DISTILL, STAGES, TrainingConfig
+from .data import FaceClipDataset, load_run_videos
+from .distill import DistillationNetworks, skipping_timesteps, student_parameters, update_target
 from .loss import fye_loss
 from .state import (
     EMA_FILE,
@@ -223,7 +221,10 @@ class Trainer:
 
         self.config = config
         self.output = Path(config.output)
+        # TensorBoard logs (OUTPUT/fye-train) when it is installed; log.jsonl always
+        tracker = "tensorboard" if importlib.util.find_spec("tensorboard") else None
         self.accelerator = Accelerator(
+            log_with=tracker, project_dir=str(self.output),
             mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation,
             # accelerate runs the processes of a distributed launch (torchrun, accelerate launch) as independent
             # single-process runs when there is no GPU unless told to use the CPU (gloo)
@@ -278,6 +279,10 @@ class Trainer:
         self.step = 0
         if state is not None:
             self._restore(state, folder)
+        if tracker is not None:
+            settings = json.loads(config.to_json())
+            self.accelerator.init_trackers("fye-train", config={key: value for key, value in settings.items()
+                                                                if isinstance(value, (int, float, str, bool))})
         self._dataset: FaceClipDataset | None = None
         self._validation_dataset: FaceClipDataset | None = None
         self._hooks = contextlib.ExitStack()
@@ -444,11 +449,11 @@ class Trainer:
         tokens = encode_clip_tokens(self.clip_encoder, clip_pixel_values(reference[None]))
         options = AnimationOptions(steps=self.config.preview_steps, seed=self.config.seed,
                                    context_frames=len(sample["target"]))
-        if self.distilling:  # the student as it samples: its own steps, no guidance
-            options = replace(options, steps=self.student.steps, solver=CONSISTENCY, guidance=1.0,
-                              teacher_steps=self.student.teacher_steps)
+        if self.distilling:  # the student as it samples: its own steps, no guidance pass
+            options = student_options(replace(options, steps=None), self.student)
         generated = animate(self.models, self.codec, tokens, reference, sample["landmarks"], options)
         panels = np.concatenate([sample["target"], sample["landmarks"], generated], axis=2)
+        self._log_images("preview", np.concatenate(list(panels), axis=0))  # a clip's frames one under another
         path = self.output / "validation" / f"step-{self.step:07d}.{'png' if len(panels) == 1 else 'mp4'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if len(panels) == 1:
@@ -461,6 +466,14 @@ class Trainer:
         print(json.dumps(record), flush=True)
         with open(self.output / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        values = {key: value for key, value in record.items() if key != "step" and isinstance(value, (int, float))}
+        self.accelerator.log(values, step=record["step"])
+
+    def _log_images(self, name: str, image: np.ndarray) -> None:
+        """An image (H, W, 3) uint8 into the TensorBoard log, when there is one."""
+        if self.accelerator.trackers:
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            writer.add_image(name, image, self.step, dataformats="HWC")
 
     def _validate(self) -> None:
         """Logs the validation loss terms of the current step and writes its preview, with the EMA weights
@@ -536,6 +549,7 @@ class Trainer:
                 last = self.save()
         if self.distilling and self.accelerator.is_main_process:
             self.save_student(self.output)
+        self.accelerator.end_training()
         return last
 
     def save_student(self, folder: Path) -> tuple[Path, Path]:

@@ -1,0 +1,138 @@
+"""A distilled few-step student: what it was made for, its LoRA file, and putting it onto its teacher's weights.
+
+The student is the teacher's UNet with a LoRA (peft) on its attention, feed-forward and residual layers
+(``fye train``'s distill stage makes it). It ships as full FYE weights (the adapter merged; the config
+records the student) or as the adapter alone, a small file for the teacher's weights.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import FYEInputError
+from ..files import atomic_output
+from .checkpoints import FYEModels
+
+LORA_FORMAT = "fye-student-lora/1"
+# The layers the student's LoRA adapts: attention projections, feed-forwards and the residual blocks' convolutions
+# and time projections, in the spatial layers and the motion modules (LCM-LoRA's choice for SD-1.5 less the
+# transformers' proj_in/proj_out, which diffusers' motion modules call with a keyword peft's layers do not take).
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut",
+                "time_emb_proj")
+ADAPTER = "student"
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    """What a student was distilled for, recorded in its files: the steps and guidance it samples with and the
+    skipping schedule (``teacher_steps``) its timesteps come from; ``lora_rank`` of its adapter."""
+
+    steps: int
+    guidance: float
+    teacher_steps: int
+    lora_rank: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> StudentSettings | None:
+        found = config.get("student")
+        return None if found is None else cls(**found)
+
+
+def read_student_settings(weights, student_lora: str | os.PathLike | None = None) -> StudentSettings | None:
+    """What the student among these weights was made for, without loading them: the LoRA's settings, else those
+    an FYE file's config records (None for a teacher or the official files)."""
+    from safetensors import safe_open
+
+    if student_lora is not None:
+        return read_student_lora(student_lora)[1]
+    if not isinstance(weights, (str, os.PathLike)):
+        return None
+    with safe_open(str(weights), framework="pt") as f:
+        config = json.loads((f.metadata() or {}).get("config", "{}"))
+    return StudentSettings.from_config(config)
+
+
+def add_student_adapter(unet: nn.Module, rank: int, seed: int) -> None:
+    """Injects the student's LoRA (``rank``, alpha = rank) into the UNet; its B matrices start at zero, so the
+    student starts as the teacher."""
+    from peft import LoraConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
+                                    target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER)
+
+
+def lora_state(unet: nn.Module) -> dict[str, torch.Tensor]:
+    """The student's adapter weights, with peft's adapter-free key names."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {key: tensor.detach().contiguous() for key, tensor in
+            get_peft_model_state_dict(unet, adapter_name=ADAPTER).items()}
+
+
+def save_student_lora(unet: nn.Module, settings: StudentSettings, path: str | os.PathLike,
+                      values: dict[str, torch.Tensor] | None = None) -> Path:
+    """Writes the student's LoRA (``values``: other weights for the same keys, e.g. the EMA) as safetensors, with
+    what it was distilled for in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors = values if values is not None else lora_state(unet)
+    metadata = {"format": LORA_FORMAT, "student": json.dumps(asdict(settings)),
+                "targets": json.dumps(list(LORA_TARGETS))}
+    with atomic_output(path) as tmp:
+        save_file({key: tensor.float().contiguous() for key, tensor in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def read_student_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], StudentSettings]:
+    """The adapter weights and settings of a student LoRA file."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise FYEInputError(f"{path} is not a readable safetensors file ({err})") from None
+    if metadata.get("format") != LORA_FORMAT:
+        raise FYEInputError(f"{path} is not an FYE student LoRA (no '{LORA_FORMAT}' format tag); make one with "
+                            "fye train's distill stage")
+    return load_file(str(path)), StudentSettings(**json.loads(metadata["student"]))
+
+
+def apply_student_lora(models: FYEModels, path: str | os.PathLike, merge: bool = True) -> StudentSettings:
+    """Puts a student LoRA onto the teacher ``models`` (merged into the UNet's weights unless ``merge`` is False)
+    and records its settings in ``models.config``."""
+    from peft.utils import set_peft_model_state_dict
+
+    tensors, settings = read_student_lora(path)
+    add_student_adapter(models.unet, settings.lora_rank, 0)
+    dtype = next(models.unet.parameters()).dtype
+    result = set_peft_model_state_dict(models.unet, {k: v.to(dtype) for k, v in tensors.items()},
+                                       adapter_name=ADAPTER)
+    if getattr(result, "unexpected_keys", None):
+        raise FYEInputError(f"{path} does not fit these FYE weights (unexpected keys such as "
+                            f"{result.unexpected_keys[0]}); it was distilled from another architecture")
+    if merge:
+        models.unet.fuse_lora(adapter_names=[ADAPTER])
+        models.unet.unload_lora()
+    models.config["student"] = asdict(settings)
+    return settings
+
+
+def merged_student(models: FYEModels, settings: StudentSettings) -> FYEModels:
+    """A copy of ``models`` with the student's adapter merged into the UNet's weights: full FYE weights that
+    load anywhere the teacher's do, their config recording the student."""
+    merged = copy.deepcopy(models)
+    merged.unet.fuse_lora(adapter_names=[ADAPTER])
+    merged.unet.unload_lora()
+    merged.config = {**merged.config, "student": asdict(settings)}
+    return merged
