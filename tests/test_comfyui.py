@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from comfy_host import REPO_ROOT, PromptFailed, ui_to_api
 from conftest import COMFY_NODE_IDS as NODE_IDS
 from conftest import COMFY_PORTRAIT as PORTRAIT
@@ -30,6 +31,7 @@ from fye_core.landmarks import (
     save_template,
 )
 from fye_core.models import save_fye
+from fye_core.models.student import StudentSettings, add_student_adapter, save_student_lora
 from fye_core.training.state import MODELS_FILE
 from fye_core.video import probe_video, read_video, write_video
 
@@ -389,6 +391,29 @@ def test_speed_presets_and_expert_options_reach_the_sampler(host, animate_prompt
     animate["inputs"].update(preset="fastest", speed_options=["900", 0])
     history = host.run_prompt(prompt)
     assert "preset fastest: euler 3 steps, feature cache every 3 (order 1, depth 1, warm-up 1)" in host.log_text()
+    save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
+    (video,) = host.output_files(history, save_video)
+    assert read_video(video)[0].shape == (12, 64, 64, 3)
+
+
+def test_a_student_lora_samples_with_its_own_steps_in_comfyui(host, animate_prompt):
+    """FYE Load Models merges a student LoRA from models/fye; FYE Animate then runs the student's consistency
+    sampler with its own steps and no guidance pass."""
+    models = load_tiny_models()
+    add_student_adapter(models.unet, 4, 0)
+    with torch.no_grad():
+        for name, parameter in models.unet.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.01, generator=torch.Generator().manual_seed(len(name)))
+    save_student_lora(models.unet, StudentSettings(steps=3, guidance=3.5, teacher_steps=50, lora_rank=4),
+                      host.base_dir / "models" / "fye" / "tiny-student_lora.safetensors")
+    host.object_info(refresh=True)
+    prompt = json.loads(json.dumps(animate_prompt))
+    loader = next(n for n in prompt.values() if n["class_type"] == "FYE_LoadModels")
+    loader["inputs"]["student_lora"] = "tiny-student_lora.safetensors"
+    next(n for n in prompt.values() if n["class_type"] == "FYE_Animate")["inputs"].update(steps=0)
+    history = host.run_prompt(prompt)
+    assert "preset official: lcm 3 steps, cfg 1" in host.log_text()
     save_video = next(k for k, n in prompt.items() if n["class_type"] == "SaveVideo")
     (video,) = host.output_files(history, save_video)
     assert read_video(video)[0].shape == (12, 64, 64, 3)
