@@ -130,7 +130,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
     assert "2 process(es)" in done.stderr and done.stderr.count("trained to step 2") == 1
     preview = tmp_path / "two-processes" / "validation" / f"step-0000002.{'png' if stage == 1 else 'mp4'}"
     frames = np.asarray(Image.open(preview))[None] if stage == 1 else read_video(preview)[0]
-    assert frames.shape == (settings["frames"], 128, 384, 3)
+    assert frames.shape == (distributed.frames, 128, 384, 3)
 
     single = tiny_training_config(tmp_path, output=str(tmp_path / "one-process"), gradient_accumulation=2,
                                   **settings)
@@ -148,15 +148,18 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
                                                                        / MODELS_FILE).networks().items()
                  for key, tensor in network.state_dict().items()} for run in ("two-processes", "one-process"))
     differences = torch.cat([(two[name] - one[name]).abs().flatten() for name in one])
-    # AdamW moves a weight by about lr whatever its gradient's size, so where a gradient is at Adam's eps
-    # (1e-8) the summation order (all-reduce vs accumulation) decides the update: 0.25 % of the weights here
-    assert (differences > 1e-6).float().mean() < 0.01 and differences.max() < settings["learning_rate"]
+    # AdamW moves a weight by about lr per step whatever its gradient's size, so where a gradient is at Adam's eps
+    # (1e-8) the summation order (all-reduce vs accumulation) decides the update: 0.25 % of the weights in stage 1,
+    # and such a weight can part by up to about lr on each of the steps
+    assert (differences > 1e-6).float().mean() < 0.01
+    assert differences.max() < settings["steps"] * settings["learning_rate"]
 
     first_step = checkpoints(tmp_path / "two-processes")[0]
     resumed = Trainer(dataclasses.replace(single, output=distributed.output), resume=first_step)
     try:
         losses = resumed.train_step(resumed.batches(resumed.step))
-        assert losses == pytest.approx({key: logs[0][-2][key] for key in losses}, rel=1e-5)
+        # the log keeps 6 decimals
+        assert losses == pytest.approx({key: logs[0][-2][key] for key in losses}, rel=1e-5, abs=1e-6)
     finally:
         resumed.close()
     with pytest.raises(FYEInputError, match="gradient_accumulation x processes 1 x 2 -> 1 x 1"):
