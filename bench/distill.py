@@ -1,7 +1,7 @@
 """A few-step student distilled from the test model, against its teacher and the training-free settings.
 
 The teacher is the test model trained here (``bench/test_model.py``, built on first use). The student is made by
-``fye train``'s distill stage (``bench/test_model/distill.toml`` over the test model's training clips) and cached
+``fye train``'s distill stage (``bench/distill.toml`` over the test model's training clips) and cached
 under ``.cache/test-model/`` beside it. On held-out frames of a trained identity, every output is compared with
 the teacher's 30-step ``official`` output (same inputs, same seed; PSNR of the decoded frames):
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import test_model  # noqa: E402
 
-RECIPE = BENCH / "test_model" / "distill.toml"
+RECIPE = BENCH / "distill.toml"
 FRAMES = 8
 STUDENT_STEPS = 4
 # Training-free settings at the student's 4 UNet evaluations: guided runs of 2 steps, unguided runs of 4.
