@@ -78,6 +78,8 @@ class TrainingConfig:
                                         "every distillation step; the student then samples without guidance)")
     teacher_steps: int = _key(50, "distill: the skipping schedule, every 1000 / teacher_steps-th timestep: the "
                                   "teacher takes one guided DDIM step of that size")
+    teacher_substeps: int = _key(1, "distill: guided DDIM steps the teacher takes over one skip (1 as LCM; more give "
+                                    "a more exact target, so a coarser schedule can shorten the chain of targets)")
     lora_rank: int = _key(64, "distill: rank of the student's LoRA")
     target_ema_decay: float = _key(0.95, "distill: decay of the target network, an EMA of the student")
     huber_c: float = _key(0.001, "distill: the pseudo-Huber constant of the consistency distance (0 = squared "
@@ -95,8 +97,10 @@ class TrainingConfig:
             if not 1 <= self.distill_steps <= self.teacher_steps <= 1000 or 1000 % self.teacher_steps:
                 problems.append(f"distill needs 1 <= distill_steps <= teacher_steps, teacher_steps dividing 1000; "
                                 f"got {self.distill_steps} and {self.teacher_steps}")
-            if self.lora_rank < 1 or not 0 <= self.target_ema_decay < 1 or self.huber_c < 0:
-                problems.append("distill needs lora_rank >= 1, 0 <= target_ema_decay < 1 and huber_c >= 0")
+            if self.lora_rank < 1 or self.teacher_substeps < 1 or not 0 <= self.target_ema_decay < 1 \
+                    or self.huber_c < 0:
+                problems.append("distill needs lora_rank >= 1, teacher_substeps >= 1, 0 <= target_ema_decay < 1 and "
+                                "huber_c >= 0")
         if self.size <= 0 or self.size % 8:
             problems.append(f"size must be a positive multiple of 8, got {self.size}")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -1,21 +1,22 @@
 """Latent consistency distillation (LCM, Luo et al. 2023) of a trained FYE into a few-step student.
 
-The teacher is the trained FYE, frozen. The student is the same UNet with a LoRA (peft) on its attention,
-feed-forward and residual layers: with the adapter off it is the teacher, so one UNet serves both. Each step
-draws a timestep t from the skipping schedule of ``teacher_steps`` (every k = 1000 / teacher_steps-th), noises
-the clip's latents to t, and lets the teacher take one guided DDIM step to t - k. The student's consistency
-output at t must equal the target network's at t - k, where the target is an exponential moving average of the
-student's adapter (``target_ema_decay``): the consistency property f(x_t, t) = f(x_{t-k}, t - k) along the
-teacher's guided trajectory, anchored at t = 0 by the boundary scalings of diffusers' LCM scheduler (the ones
-the consistency sampler uses).
+The teacher is the trained FYE, frozen. The student is the same UNet with a LoRA (peft) on its attention, feed-
+forward and residual layers: with the adapter off it is the teacher, so one UNet serves both. Each step draws a
+timestep t from the skipping schedule of ``teacher_steps`` (every k = 1000 / teacher_steps-th), noises the clip's
+latents to t, and lets the teacher take guided DDIM steps to t - k (one, as LCM, or ``teacher_substeps``: a more
+exact target for a coarser skipping schedule, so a shorter chain of targets). The student's consistency output at
+t must equal the target network's at t - k, where the target is an exponential moving average of the student's
+adapter (``target_ema_decay``): the consistency property f(x_t, t) = f(x_{t-k}, t - k) along the teacher's guided
+trajectory, anchored at t = 0 by the boundary scalings of diffusers' LCM scheduler (the ones the consistency
+sampler uses).
 
 Guidance is folded in at one fixed scale (``distill_guidance``, the official 3.5) rather than a guidance
-embedding: Follow-Your-Emoji is run at one scale, a fixed scale needs no new input layer (so the student stays
-a LoRA over the teacher's own architecture and loads anywhere the teacher does), and it halves the student's
-work at sampling, which runs the conditional pass alone. The scale is recorded in the student's file.
+embedding: Follow-Your-Emoji is run at one scale, a fixed scale needs no new input layer (so the student stays a
+LoRA over the teacher's own architecture and loads anywhere the teacher does), and it halves the student's work at
+sampling, which runs the conditional pass alone. The scale is recorded in the student's file.
 
-The facial fine-grained weighting (``ffg_weight``) adds the distance inside the expression and face masks,
-as L_FFG adds it to L_LDM.
+The facial fine-grained weighting (``ffg_weight``) adds the distance inside the expression and face masks, as
+L_FFG adds it to L_LDM.
 """
 from __future__ import annotations
 
@@ -94,12 +95,12 @@ class DistillationNetworks(nn.Module):
     micro-batch: ``consistency``, ``ffg`` (the distance in the face masks) and ``total``."""
 
     def __init__(self, models: FYEModels, target: list[torch.Tensor], guidance: float, teacher_steps: int,
-                 ffg_weight: float, huber_c: float, alphas_cumprod: torch.Tensor):
+                 ffg_weight: float, huber_c: float, alphas_cumprod: torch.Tensor, teacher_substeps: int = 1):
         super().__init__()
         self.guider, self.referencenet, self.unet = models.guider, models.referencenet, models.unet
         self.models, self.target = models, target
         self.guidance, self.ffg_weight, self.huber_c = guidance, ffg_weight, huber_c
-        self.stride = 1000 // teacher_steps
+        self.stride, self.substeps = 1000 // teacher_steps, teacher_substeps
         self.scheduler = consistency_scheduler(teacher_steps)
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.adapter = [parameter for _, parameter in student_parameters(models.unet)]
@@ -120,12 +121,16 @@ class DistillationNetworks(nn.Module):
             reference_context = self.models.encode_context(inputs.clip_tokens)[0]
             reference = self.referencenet.reference_features(inputs.reference_latents, reference_context, 0)
             features = self.guider(inputs.landmarks)
-            with teacher(self.unet):
-                v_plain, v_cond = self.unet(torch.cat([noisy, noisy]), torch.cat([later, later]),
-                                            torch.cat([unconditional, context]), torch.cat([features, features]),
-                                            reference, plain_items=items).chunk(2)
-            guided = v_plain + self.guidance * (v_cond - v_plain)
-            stepped = ddim_transfer(noisy, guided, alpha, alpha_earlier)
+            stepped = noisy
+            with teacher(self.unet):  # the skip from t to t - k in ``substeps`` guided DDIM steps
+                for substep in range(self.substeps):
+                    start = later - self.stride * substep // self.substeps
+                    end = later - self.stride * (substep + 1) // self.substeps
+                    v_plain, v_cond = self.unet(torch.cat([stepped, stepped]), torch.cat([start, start]),
+                                                torch.cat([unconditional, context]), torch.cat([features, features]),
+                                                reference, plain_items=items).chunk(2)
+                    guided = v_plain + self.guidance * (v_cond - v_plain)
+                    stepped = ddim_transfer(stepped, guided, self._alpha(start), self._alpha(end))
             with swapped(self.adapter, self.target):
                 v_target = self.unet(stepped, earlier.clamp(min=0), context, features, reference)
             target = consistency_output(stepped, v_target, earlier.clamp(min=0), alpha_earlier, self.scheduler)

@@ -264,7 +264,8 @@ class Trainer:
         self.target = [parameter.detach().clone() for parameter in self.trained_parameters]
         if self.distilling:
             network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.teacher_steps,
-                                           config.ffg_weight, config.huber_c, self.alphas_cumprod)
+                                           config.ffg_weight, config.huber_c, self.alphas_cumprod,
+                                           config.teacher_substeps)
         else:
             network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
