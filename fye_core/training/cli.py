@@ -1,4 +1,4 @@
-"""``fye train``: the two-stage trainer from a config file."""
+"""``fye train``: the two-stage trainer and the distill stage from a config file."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,7 @@ EXAMPLE = """example config (TOML; relative paths are relative to the file):
   [qformer]                  # optional: train the paper's Q-Former too
 
 stage 2 then starts from stage 1:  init = "runs/stage1/checkpoint-0030000/models.safetensors"
+a 4-step student of trained weights:  stage = "distill" with init = the teacher; OUTPUT/student.safetensors
 multi-GPU:  accelerate launch --multi_gpu --num_processes 8 -m fye_core.cli train --config stage1.toml
 CPU processes:  torchrun --nproc_per_node 2 -m fye_core.cli train --config stage1.toml
 N processes accumulating A micro-batches train as one accumulating N x A; --resume takes any such split.
@@ -33,13 +34,16 @@ N processes accumulating A micro-batches train as one accumulating N x A; --resu
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train or fine-tune with the FFG loss (two stages, accelerate)",
+    p = sub.add_parser("train", help="train or fine-tune with the FFG loss (two stages, accelerate), or distil a "
+                                     "few-step student",
                        description="Trains Follow-Your-Emoji with L = L_LDM + L_FFG (paper 3.2-3.3): stage 1 the "
                                    "ReferenceNet, UNet spatial layers, guider and optional Q-Former on single "
-                                   "frames, stage 2 the motion modules on clips. Checkpoints (safetensors) go to "
+                                   "frames, stage 2 the motion modules on clips; stage \"distill\" a few-step "
+                                   "student (a LoRA) by latent consistency distillation. Checkpoints (safetensors) go to "
                                    "OUTPUT/checkpoint-<step>/: models.safetensors loads in `fye animate` and the "
                                    "ComfyUI loader; training.safetensors holds the optimizer state for --resume. "
-                                   "Loss terms are printed and appended to OUTPUT/log.jsonl.",
+                                   "Loss terms are printed and appended to OUTPUT/log.jsonl (and TensorBoard's "
+                                   "OUTPUT/fye-train when installed).",
                        epilog=f"config keys:\n{describe_config()}\n\n{EXAMPLE}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="training config (.toml or .json), keys below")
