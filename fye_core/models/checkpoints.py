@@ -251,14 +251,19 @@ def save_fye(models: FYEModels, path: str | os.PathLike, dtype: torch.dtype | No
     return Path(path)
 
 
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A safetensors file's metadata (empty when it has none), or a clear error for an unreadable file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise FYEInputError(f"{path} is not a readable safetensors file ({err}); it may be truncated") from None
+
+
 def load_fye(path: str | os.PathLike) -> FYEModels:
     """Loads our single-file format."""
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise FYEInputError(f"{path} is not a readable safetensors file ({err}); it may be truncated") from None
+    metadata = safetensors_metadata(path)
     if metadata.get("format") != FORMAT:
         raise FYEInputError(f"{path} is not an FYE model file (no '{FORMAT}' format tag); for the official files "
                             "use load_official_dir or `fye convert`")

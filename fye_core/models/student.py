@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import FYEInputError
 from ..files import atomic_output
-from .checkpoints import FYEModels
+from .checkpoints import FYEModels, safetensors_metadata
 
 LORA_FORMAT = "fye-student-lora/1"
 # The layers the student's LoRA adapts: attention projections, feed-forwards and the residual blocks' convolutions
@@ -47,15 +47,11 @@ class StudentSettings:
 def read_student_settings(weights, student_lora: str | os.PathLike | None = None) -> StudentSettings | None:
     """What the student among these weights was made for, without loading them: the LoRA's settings, else those
     an FYE file's config records (None for a teacher or the official files)."""
-    from safetensors import safe_open
-
     if student_lora is not None:
         return read_student_lora(student_lora)[1]
     if not isinstance(weights, (str, os.PathLike)):
         return None
-    with safe_open(str(weights), framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "{}"))
-    return StudentSettings.from_config(config)
+    return StudentSettings.from_config(json.loads(safetensors_metadata(weights).get("config", "{}")))
 
 
 def add_student_adapter(unet: nn.Module, rank: int, seed: int) -> None:
@@ -93,15 +89,10 @@ def save_student_lora(unet: nn.Module, settings: StudentSettings, path: str | os
 
 def read_student_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], StudentSettings]:
     """The adapter weights and settings of a student LoRA file."""
-    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise FYEInputError(f"{path} is not a readable safetensors file ({err})") from None
+    metadata = safetensors_metadata(path)
     if metadata.get("format") != LORA_FORMAT:
         raise FYEInputError(f"{path} is not an FYE student LoRA (no '{LORA_FORMAT}' format tag); make one with "
                             "fye train's distill stage")
