@@ -251,6 +251,7 @@ def test_a_bad_training_config_names_every_problem():
     with pytest.raises(FYEInputError) as error:
         TrainingConfig(stage=3, videos="videos", output="run", init="models", size=100, mixed_precision="fp8",
                        uncond_probability=1.5, preview_steps=25)
-    for problem in ("stage must be 1 or 2", "size must be a positive multiple of 8", "mixed_precision must be one of",
+    for problem in ('stage must be 1, 2 or "distill"', "size must be a positive multiple of 8",
+                    "mixed_precision must be one of",
                     "uncond_probability must be between 0 and 1", "preview_steps needs validate_every"):
         assert problem in str(error.value), problem
