@@ -99,9 +99,9 @@ def read_student_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     return load_file(str(path)), StudentSettings(**json.loads(metadata["student"]))
 
 
-def apply_student_lora(models: FYEModels, path: str | os.PathLike, merge: bool = True) -> StudentSettings:
-    """Puts a student LoRA onto the teacher ``models`` (merged into the UNet's weights unless ``merge`` is False)
-    and records its settings in ``models.config``."""
+def apply_student_lora(models: FYEModels, path: str | os.PathLike) -> StudentSettings:
+    """Merges a student LoRA into the teacher ``models``' UNet weights and records its settings in
+    ``models.config``."""
     from peft.utils import set_peft_model_state_dict
 
     tensors, settings = read_student_lora(path)
@@ -112,18 +112,21 @@ def apply_student_lora(models: FYEModels, path: str | os.PathLike, merge: bool =
     if getattr(result, "unexpected_keys", None):
         raise FYEInputError(f"{path} does not fit these FYE weights (unexpected keys such as "
                             f"{result.unexpected_keys[0]}); it was distilled from another architecture")
-    if merge:
-        models.unet.fuse_lora(adapter_names=[ADAPTER])
-        models.unet.unload_lora()
+    _merge_adapter(models.unet)
     models.config["student"] = asdict(settings)
     return settings
+
+
+def _merge_adapter(unet: nn.Module) -> None:
+    """The student's adapter folded into the UNet's own weights, and the adapter layers removed."""
+    unet.fuse_lora(adapter_names=[ADAPTER])
+    unet.unload_lora()
 
 
 def merged_student(models: FYEModels, settings: StudentSettings) -> FYEModels:
     """A copy of ``models`` with the student's adapter merged into the UNet's weights: full FYE weights that
     load anywhere the teacher's do, their config recording the student."""
     merged = copy.deepcopy(models)
-    merged.unet.fuse_lora(adapter_names=[ADAPTER])
-    merged.unet.unload_lora()
+    _merge_adapter(merged.unet)
     merged.config = {**merged.config, "student": asdict(settings)}
     return merged

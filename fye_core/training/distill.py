@@ -116,9 +116,10 @@ class DistillationNetworks(nn.Module):
         alpha, alpha_earlier = self._alpha(later), self._alpha(earlier)
         noisy = alpha.sqrt() * inputs.latents + (1 - alpha).sqrt() * inputs.noise
         with torch.no_grad():
-            unconditional, context = self.models.encode_context(torch.cat([torch.zeros_like(inputs.clip_tokens),
-                                                                           inputs.clip_tokens]))[1].chunk(2)
-            reference_context = self.models.encode_context(inputs.clip_tokens)[0]
+            reference_contexts, contexts = self.models.encode_context(
+                torch.cat([torch.zeros_like(inputs.clip_tokens), inputs.clip_tokens]))
+            unconditional, context = contexts.chunk(2)
+            reference_context = reference_contexts[items:]
             reference = self.referencenet.reference_features(inputs.reference_latents, reference_context, 0)
             features = self.guider(inputs.landmarks)
             stepped = noisy
