@@ -23,6 +23,7 @@ from fye_core.models.image_encoder import clip_pixel_values, encode_clip_tokens,
 from fye_core.models.student import StudentSettings, read_student_lora, read_student_settings
 from fye_core.sampling import ConsistencySolver, make_solver, sample
 from fye_core.training.data import FaceClipDataset, load_run_videos
+from fye_core.training.distill import segment_ends, skipping_timesteps
 from fye_core.training.state import MODELS_FILE, STUDENT_LORA_FILE, TARGET_LORA_FILE, checkpoints
 from fye_core.training.trainer import STUDENT_FILE, Trainer
 from fye_core.video import read_video
@@ -65,6 +66,15 @@ def distilled(tmp_path_factory):
     resumed.run()
     resumed.close()
     return root, config, uninterrupted, final
+
+
+def test_the_student_is_distilled_for_the_jumps_its_sampler_takes():
+    assert segment_ends(4, 50).tolist() == [-1, 259, 499, 759]  # the sampler's 999 -> 759 -> 499 -> 259 -> clean
+    assert segment_ends(4, 4).tolist() == [-1, 249, 499, 749]  # one teacher skip per segment: no target network
+    for steps, teacher_steps in ((1, 50), (2, 10), (4, 20)):
+        solver = make_solver("lcm", steps, teacher_steps=teacher_steps)
+        assert segment_ends(steps, teacher_steps).tolist() == [-1, *sorted(solver.timesteps)[:-1]]
+        assert set(segment_ends(steps, teacher_steps).tolist()[1:]) <= set(skipping_timesteps(teacher_steps).tolist())
 
 
 def test_distilling_writes_the_student_as_full_weights_and_as_a_lora(distilled):

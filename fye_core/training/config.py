@@ -15,6 +15,7 @@ from ..errors import FYEInputError
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 DISTILL = "distill"
+LR_DECAYS = ("constant", "cosine")
 STAGES = {1: "ReferenceNet, UNet spatial layers, guider, Q-Former", 2: "motion modules",
           DISTILL: "the student's LoRA (latent consistency distillation)"}
 
@@ -51,8 +52,9 @@ class TrainingConfig:
     batch_size: int = _key(1, "samples per device and micro-batch")
     gradient_accumulation: int = _key(1, "micro-batches per process and optimizer step")
     learning_rate: float = _key(1e-5, "AdamW learning rate")
-    lr_warmup_steps: int = _key(0, "optimizer steps over which the learning rate rises linearly to learning_rate "
-                                   "(then constant)")
+    lr_warmup_steps: int = _key(0, "optimizer steps over which the learning rate rises linearly to learning_rate")
+    lr_decay: str = _key("constant", "the learning rate after the warm-up: constant, or cosine (down to 0 at the "
+                                     "last step)")
     weight_decay: float = _key(1e-2, "AdamW weight decay")
     max_grad_norm: float = _key(1.0, "gradient clipping norm (0 = off)")
     uncond_probability: float = _key(0.1, "classifier-free dropout: no reference features and zero CLIP tokens")
@@ -117,6 +119,8 @@ class TrainingConfig:
                 problems.append(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
         if self.preview_steps and not self.validate_every:
             problems.append("preview_steps needs validate_every (previews are written at each validation)")
+        if self.lr_decay not in LR_DECAYS:
+            problems.append(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if problems:

@@ -1,14 +1,22 @@
-"""Latent consistency distillation (LCM, Luo et al. 2023) of a trained FYE into a few-step student.
+"""Latent consistency distillation (LCM, Luo et al. 2023) of a trained FYE into a few-step student, in its
+multistep form (Multistep Consistency Models, Heek et al. 2024).
 
 The teacher is the trained FYE, frozen. The student is the same UNet with a LoRA (peft) on its attention, feed-
 forward and residual layers: with the adapter off it is the teacher, so one UNet serves both. Each step draws a
 timestep t from the skipping schedule of ``teacher_steps`` (every k = 1000 / teacher_steps-th), noises the clip's
 latents to t, and lets the teacher take guided DDIM steps to t - k (one, as LCM, or ``teacher_substeps``: a more
-exact target for a coarser skipping schedule, so a shorter chain of targets). The student's consistency output at
-t must equal the target network's at t - k, where the target is an exponential moving average of the student's
-adapter (``target_ema_decay``): the consistency property f(x_t, t) = f(x_{t-k}, t - k) along the teacher's guided
-trajectory, anchored at t = 0 by the boundary scalings of diffusers' LCM scheduler (the ones the consistency
-sampler uses).
+exact target for a coarser skipping schedule, so a shorter chain of targets).
+
+The trajectory is cut into the ``distill_steps`` segments the consistency sampler jumps over (999 -> 759 -> 499
+-> 259 -> clean for 4 steps of a 50-step schedule; ``segment_ends``), and consistency holds within a segment: from
+x_t the student's DDIM jump to its segment's end s must land where the target network's jump from the teacher's
+x_{t-k} lands (f(x_t, t) = f(x_{t-k}, t - k), f the jump to s), and where t - k is s itself the teacher's x_s is
+the target. The target network is an exponential moving average of the student's adapter
+(``target_ema_decay``). One segment (``distill_steps`` 1) is LCM's consistency to the clean latents; more
+segments give the student shorter, straighter stretches of the teacher's trajectory to reproduce, each exactly
+the jump it takes when sampling. With ``teacher_steps`` = ``distill_steps`` every draw is a segment's start, the
+teacher's ``teacher_substeps`` guided steps cover the whole segment and no target network is needed: the student
+regresses the teacher's guided trajectory at its own sampling points.
 
 Guidance is folded in at one fixed scale (``distill_guidance``, the official 3.5) rather than a guidance
 embedding: Follow-Your-Emoji is run at one scale, a fixed scale needs no new input layer (so the student stays a
@@ -28,7 +36,7 @@ from torch import nn
 
 from ..models import FYEModels
 from ..models.student import ADAPTER
-from ..sampling.schedule import ddim_transfer, x0_from_v
+from ..sampling.schedule import ddim_transfer
 from ..sampling.solvers import consistency_scheduler
 
 
@@ -73,14 +81,12 @@ def skipping_timesteps(teacher_steps: int) -> torch.Tensor:
     return torch.arange(1, teacher_steps + 1) * stride - 1
 
 
-def consistency_output(x: torch.Tensor, v: torch.Tensor, timesteps: torch.Tensor, alphas: torch.Tensor,
-                       scheduler) -> torch.Tensor:
-    """f(x_t, t) = c_skip(t) x_t + c_out(t) x0(x_t, v): the consistency function of diffusers' LCM scheduler,
-    per batch item (``timesteps`` (B,), ``alphas`` (B, 1, 1, 1, 1) the cumulative alphas there)."""
-    scalings = [scheduler.get_scalings_for_boundary_condition_discrete(int(t)) for t in timesteps]
-    c_skip, c_out = (torch.tensor(values, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1, 1)
-                     for values in zip(*scalings, strict=True))
-    return c_skip * x + c_out * x0_from_v(x, v, alphas)
+def segment_ends(distill_steps: int, teacher_steps: int) -> torch.Tensor:
+    """The ends of the student's segments, ascending: the timesteps its sampler steps to (-1: the clean latents).
+    They are the consistency sampler's own timesteps, so a student is distilled for exactly the jumps it takes."""
+    scheduler = consistency_scheduler(teacher_steps)
+    scheduler.set_timesteps(distill_steps)
+    return torch.tensor([-1, *sorted(scheduler.timesteps.tolist())[:-1]])
 
 
 def huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
@@ -94,14 +100,15 @@ class DistillationNetworks(nn.Module):
     """The student and its frozen teacher as one module (what accelerate wraps); forward gives the loss terms of a
     micro-batch: ``consistency``, ``ffg`` (the distance in the face masks) and ``total``."""
 
-    def __init__(self, models: FYEModels, target: list[torch.Tensor], guidance: float, teacher_steps: int,
-                 ffg_weight: float, huber_c: float, alphas_cumprod: torch.Tensor, teacher_substeps: int = 1):
+    def __init__(self, models: FYEModels, target: list[torch.Tensor], guidance: float, distill_steps: int,
+                 teacher_steps: int, ffg_weight: float, huber_c: float, alphas_cumprod: torch.Tensor,
+                 teacher_substeps: int = 1):
         super().__init__()
         self.guider, self.referencenet, self.unet = models.guider, models.referencenet, models.unet
         self.models, self.target = models, target
         self.guidance, self.ffg_weight, self.huber_c = guidance, ffg_weight, huber_c
         self.stride, self.substeps = 1000 // teacher_steps, teacher_substeps
-        self.scheduler = consistency_scheduler(teacher_steps)
+        self.register_buffer("ends", segment_ends(distill_steps, teacher_steps), persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.adapter = [parameter for _, parameter in student_parameters(models.unet)]
 
@@ -113,7 +120,8 @@ class DistillationNetworks(nn.Module):
         items = len(inputs.latents)
         later = inputs.timesteps
         earlier = later - self.stride
-        alpha, alpha_earlier = self._alpha(later), self._alpha(earlier)
+        end = self.ends[torch.searchsorted(self.ends, later) - 1]  # the segment's end, below ``later``
+        alpha, alpha_earlier, alpha_end = self._alpha(later), self._alpha(earlier), self._alpha(end)
         noisy = alpha.sqrt() * inputs.latents + (1 - alpha).sqrt() * inputs.noise
         with torch.no_grad():
             reference_contexts, contexts = self.models.encode_context(
@@ -126,18 +134,20 @@ class DistillationNetworks(nn.Module):
             with teacher(self.unet):  # the skip from t to t - k in ``substeps`` guided DDIM steps
                 for substep in range(self.substeps):
                     start = later - self.stride * substep // self.substeps
-                    end = later - self.stride * (substep + 1) // self.substeps
+                    stop = later - self.stride * (substep + 1) // self.substeps
                     v_plain, v_cond = self.unet(torch.cat([stepped, stepped]), torch.cat([start, start]),
                                                 torch.cat([unconditional, context]), torch.cat([features, features]),
                                                 reference, plain_items=items).chunk(2)
                     guided = v_plain + self.guidance * (v_cond - v_plain)
-                    stepped = ddim_transfer(stepped, guided, self._alpha(start), self._alpha(end))
-            with swapped(self.adapter, self.target):
-                v_target = self.unet(stepped, earlier.clamp(min=0), context, features, reference)
-            target = consistency_output(stepped, v_target, earlier.clamp(min=0), alpha_earlier, self.scheduler)
-            target = torch.where((earlier >= 0).reshape(-1, 1, 1, 1, 1), target, stepped)
+                    stepped = ddim_transfer(stepped, guided, self._alpha(start), self._alpha(stop))
+            target = stepped  # at the segment's end the teacher's step is the target itself
+            inside = (earlier > end).reshape(-1, 1, 1, 1, 1)
+            if inside.any():  # elsewhere the target network carries the jump on to the end
+                with swapped(self.adapter, self.target):
+                    v_target = self.unet(stepped, earlier.clamp(min=0), context, features, reference)
+                target = torch.where(inside, ddim_transfer(stepped, v_target, alpha_earlier, alpha_end), stepped)
         v = self.unet(noisy, later, context, features, reference)
-        predicted = consistency_output(noisy, v, later, alpha, self.scheduler)
+        predicted = ddim_transfer(noisy, v, alpha, alpha_end)
         distance = huber(predicted.float(), target.float(), self.huber_c)
         masks = inputs.expression_mask + inputs.facial_mask
         consistency = distance.mean()

@@ -263,9 +263,9 @@ class Trainer:
 
         self.target = [parameter.detach().clone() for parameter in self.trained_parameters]
         if self.distilling:
-            network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.teacher_steps,
-                                           config.ffg_weight, config.huber_c, self.alphas_cumprod,
-                                           config.teacher_substeps)
+            network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.distill_steps,
+                                           config.teacher_steps, config.ffg_weight, config.huber_c,
+                                           self.alphas_cumprod, config.teacher_substeps)
         else:
             network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
@@ -395,9 +395,13 @@ class Trainer:
                               + accelerator.process_index)
 
     def learning_rate(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant."""
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or a cosine down to
+        zero at the last step."""
         config = self.config
-        return config.learning_rate * min(1.0, (step + 1) / (config.lr_warmup_steps + 1))
+        if step < config.lr_warmup_steps or config.lr_decay == "constant":
+            return config.learning_rate * min(1.0, (step + 1) / (config.lr_warmup_steps + 1))
+        progress = (step - config.lr_warmup_steps) / max(1, config.steps - config.lr_warmup_steps)
+        return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
         """One optimizer step over ``gradient_accumulation`` micro-batches; the mean loss terms."""
