@@ -19,6 +19,7 @@ import torch
 from .errors import FYEInputError
 from .image import images_to_uint8
 from .landmarks import Motion, expressiveness, render_expression_landmarks
+from .memory import MemoryPlan, attention_chunks, is_out_of_memory, out_of_memory_error, plan_memory
 from .models import FYEModels
 from .models.student import StudentSettings
 from .sampling import (
@@ -64,7 +65,8 @@ class AnimationOptions:
     ``even``-ly or at ``expression`` extremes. ``preset``: ``official``, ``fast`` or ``fastest`` (``PRESETS``);
     ``steps``, ``solver``, ``cfg_interval``, ``cfg_reuse`` and ``cache_*`` override it where not None
     (``speed`` gives the result). ``teacher_steps``: the skipping schedule of a distilled student (solver
-    ``lcm``), which ``student_options`` takes from the student's weights."""
+    ``lcm``), which ``student_options`` takes from the student's weights. ``memory``: the default or the
+    low-memory computation (``memory_options`` plans it from the free memory)."""
 
     steps: int | None = None
     guidance: float = OFFICIAL_GUIDANCE
@@ -84,6 +86,7 @@ class AnimationOptions:
     cache_depth: int | None = None
     cache_warmup: int | None = None
     teacher_steps: int = TEACHER_STEPS
+    memory: MemoryPlan = MemoryPlan()
 
     def __post_init__(self):
         if self.long_video not in LONG_VIDEO_MODES:
@@ -112,7 +115,17 @@ class AnimationOptions:
     @property
     def guidance_plan(self) -> Guidance:
         speed = self.speed
-        return Guidance(self.guidance, speed.cfg_interval, speed.cfg_reuse)
+        return Guidance(self.guidance, speed.cfg_interval, speed.cfg_reuse, batched=not self.memory.low)
+
+
+def memory_options(options: AnimationOptions, mode: str, free_bytes: int | None, height: int, width: int,
+                   dtype: torch.dtype) -> AnimationOptions:
+    """``options`` with the memory plan of ``mode`` (``MEMORY_MODES``) for a ``height`` x ``width`` reference,
+    given the device's free memory with the weights loaded (None: unknown)."""
+    plan = plan_memory(mode, free_bytes, height, width, options.context_frames, options.guidance > 1, dtype,
+                       options.decode_chunk)
+    log.info("FYE %s", plan.describe())
+    return replace(options, memory=plan, decode_chunk=plan.decode_chunk)
 
 
 def student_options(options: AnimationOptions, student: StudentSettings | None,
@@ -187,7 +200,7 @@ def reference_conditioning(models: FYEModels, codec: LatentCodec, clip_tokens: t
     height, width = reference.shape[:2]
     if height % 8 or width % 8:
         raise FYEInputError(f"the reference is {width}x{height}; both sides must be multiples of 8")
-    device, dtype = models.unet.device, models.unet.dtype
+    device, dtype = models.device, models.unet.dtype
     tokens = clip_tokens.to(device, dtype)
     with torch.no_grad():
         if guidance > 1:
@@ -205,7 +218,7 @@ def landmark_features(models: FYEModels, reference: np.ndarray, motion_frames: n
     if motion_frames.shape[1:3] != (height, width):
         raise FYEInputError(f"the motion frames are {motion_frames.shape[2]}x{motion_frames.shape[1]} but the "
                             f"reference is {width}x{height}; align the motion to this reference (same size)")
-    frames = torch.from_numpy(np.ascontiguousarray(motion_frames)).to(models.unet.device, models.unet.dtype)
+    frames = torch.from_numpy(np.ascontiguousarray(motion_frames)).to(models.device, models.unet.dtype)
     with torch.no_grad():
         return models.guider(frames.div(255).permute(3, 0, 1, 2)[None])
 
@@ -242,7 +255,8 @@ def sample(models: FYEModels, cond: Conditioning, noise: torch.Tensor, options: 
                                   options.guidance_plan, options.fuse, callback, speed.cache)
         if options.long_video == "tiles":
             return sample_gaussian_tiles(models.unet, noise, cond, Schedule(speed.steps), context,
-                                         min(options.context_overlap, context - 1), options.guidance, callback)
+                                         min(options.context_overlap, context - 1), options.guidance, callback,
+                                         batched=not options.memory.low)
     raise FYEInputError(f"long_video={options.long_video!r} streams its clips: use animate_frames")
 
 
@@ -302,14 +316,23 @@ def animate_frames(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Ten
     reference (H, W, 3) and ``render(indices)`` -> the landmark frames (n, H, W, 3) of those motion frames.
     The progressive mode holds one clip's landmark frames and features at a time; the others all."""
     options = options or AnimationOptions()
-    noise = initial_noise(num_frames, *reference.shape[:2], options.seed, models.unet.device, models.unet.dtype)
-    cond = reference_conditioning(models, codec, clip_tokens, reference, options.guidance)
-    if options.long_video == "progressive":
-        latents = sample_progressive(models, cond, reference, render, noise, options, expressiveness, store, callback)
-        yield from decode_stream(codec, latents, options.decode_chunk)
-        return
-    cond = replace(cond, landmarks=landmark_features(models, reference, render(list(range(num_frames)))))
-    yield from decode_frames(codec, sample(models, cond, noise, options, callback), options.decode_chunk)
+    height, width = reference.shape[:2]
+    try:
+        with attention_chunks(models.networks(), models.unet, options.memory.attention_chunk):
+            noise = initial_noise(num_frames, height, width, options.seed, models.device, models.unet.dtype)
+            cond = reference_conditioning(models, codec, clip_tokens, reference, options.guidance)
+            if options.long_video == "progressive":
+                latents = sample_progressive(models, cond, reference, render, noise, options, expressiveness, store,
+                                             callback)
+                yield from decode_stream(codec, latents, options.decode_chunk)
+                return
+            cond = replace(cond, landmarks=landmark_features(models, reference, render(list(range(num_frames)))))
+            yield from decode_frames(codec, sample(models, cond, noise, options, callback), options.decode_chunk)
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise out_of_memory_error(f"the animation of {num_frames} frames of {width}x{height} in windows of "
+                                  f"{options.context_frames}", options.memory) from error
 
 
 def animate_motion(models: FYEModels, codec: LatentCodec, clip_tokens: torch.Tensor, reference: np.ndarray,

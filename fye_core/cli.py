@@ -57,7 +57,7 @@ BACKENDS = ("fye", "hunyuan-portrait")
 FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "student_lora", "expression_strength", "brows",
             "eyelids", "pupils", "mouth", "rotation_strength", "translation_strength", "relative", "filter",
             "min_cutoff", "beta", "allow_pickle", "crop_margin", "feather", "cfg", "long_video", "keyframes", "fuse",
-            "preset", "solver")
+            "preset", "solver", "low_memory", "fp8_weights")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
@@ -198,6 +198,13 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="weights and compute dtype (default fp16 on GPU, fp32 on CPU)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="force the low-memory mode: CFG passes one after the other, attention and VAE decode in "
+                        "chunks, the ReferenceNet streamed to the GPU layer by layer (same output, a little slower; "
+                        "by default it is chosen when the GPU's free memory is short of what the run needs)")
+    p.add_argument("--fp8-weights", action="store_true",
+                   help="keep the UNet's and ReferenceNet's weights in fp8 (e4m3), each layer cast to --dtype for "
+                        "its forward: about half the weights' memory, at a small change of the output")
     hunyuan = p.add_argument_group("hunyuan-portrait")
     hunyuan.add_argument("--appearance-cfg", type=float, nargs="+", default=None, metavar="SCALE",
                          help=f"appearance guidance (official {INFERENCE.appearance_guidance}); two values ramp it "
@@ -356,9 +363,11 @@ def run_animate(args) -> int:
         animate_motion,
         describe_student,
         load_diffusers_vae,
+        memory_options,
         student_options,
     )
     from .landmarks.model_file import sha256_of
+    from .memory import device_free_bytes, offload_weights, store_weights_fp8
     from .models.bundle import load_fye_models, locate_model_files
     from .models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
     from .models.student import read_student_settings
@@ -391,8 +400,16 @@ def run_animate(args) -> int:
     encoder = load_clip_image_encoder(files.clip, dtype, args.device)
     tokens = encode_clip_tokens(encoder, clip_pixel_values(reference))
     del encoder
-    models = load_fye_models(files.fye, dtype, args.device, args.student_lora)
+    models = load_fye_models(files.fye, dtype, "cpu" if args.low_memory else args.device, args.student_lora)
     codec = load_diffusers_vae(files.vae, dtype, args.device)
+    if args.fp8_weights:
+        store_weights_fp8(models, dtype)
+    if args.low_memory:
+        offload_weights(models, args.device)
+    options = memory_options(options, "low" if args.low_memory else "auto", device_free_bytes(args.device),
+                             *reference.shape[:2], dtype)
+    if options.memory.low and not args.low_memory:  # chosen for this run: the ReferenceNet goes to CPU memory
+        offload_weights(models, args.device)
     with tqdm(desc="denoising", unit="step", file=sys.stderr, leave=False) as bar:
         def progress(event):
             if event["event"] == "step":

@@ -14,16 +14,18 @@ from ..fye_core.animate import (
     OFFICIAL_SEED,
     AnimationOptions,
     animate_motion,
+    memory_options,
     student_options,
 )
 from ..fye_core.image import images_to_uint8
+from ..fye_core.memory import MEMORY_HELP, MEMORY_MODES, step_bytes
 from ..fye_core.models import FYEModels
 from ..fye_core.models.bundle import load_fye_models, locate_fye_weights
 from ..fye_core.models.student import StudentSettings
 from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan, describe_presets
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
-from .models import DTYPES, FOLDER, loader_placement
+from .models import DTYPES, FOLDER, buffers_to, comfy_layers, loader_placement
 
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
@@ -38,7 +40,7 @@ class FYENetworks(torch.nn.Module):
 
     def __init__(self, models: FYEModels):
         super().__init__()
-        self.networks = torch.nn.ModuleDict(models.networks())
+        self.networks = comfy_layers(torch.nn.ModuleDict(models.networks()))
         self.fye = models
 
 
@@ -137,6 +139,8 @@ class Animate(io.ComfyNode):
                                tooltip=PRESET_HELP),
                 SpeedType.Input("speed_options", optional=True,
                                 tooltip="From FYE Speed Options: single settings that override the preset's."),
+                io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True,
+                               tooltip=f"{MEMORY_HELP}. ComfyUI also streams the weights that do not fit."),
             ],
             outputs=[io.Image.Output(display_name="images")],
         )
@@ -144,16 +148,25 @@ class Animate(io.ComfyNode):
     @classmethod
     def execute(cls, fye_models, reference, motion, vae, clip_vision, steps, cfg, seed, long_video,
                 context_frames, context_overlap, fuse, keyframes, preset="official",
-                speed_options=None) -> io.NodeOutput:
+                speed_options=None, memory="auto") -> io.NodeOutput:
         reference_u8 = images_to_uint8(reference[:1])[0]
         tokens = clip_tokens_from_comfy(clip_vision, reference_u8)
-        comfy.model_management.load_models_gpu([fye_models])
         models = fye_models.model.fye
         device, dtype = fye_models.load_device, models.unet.dtype
         options = AnimationOptions(steps=steps or None, guidance=cfg, seed=seed, long_video=long_video,
                                    context_frames=context_frames, context_overlap=context_overlap, fuse=fuse,
                                    keyframes=keyframes, preset=preset, **(speed_options or {}))
         options = student_options(options, StudentSettings.from_config(models.config))
+        height, width = reference_u8.shape[:2]
+        window = min(context_frames, len(motion))
+        # what a step needs besides the weights, batched and one pass at a time: ComfyUI offloads other models
+        # (and streams ours) to leave that much free
+        comfy.model_management.load_models_gpu(
+            [fye_models], memory_required=step_bytes(height, width, window, 2 if options.guidance > 1 else 1, dtype),
+            minimum_memory_required=step_bytes(height, width, window, 1, dtype))
+        buffers_to(fye_models.model, device)
+        models.execution_device = device
+        options = memory_options(options, memory, free_memory(device), height, width, dtype)
         chunks = animate_motion(models, ComfyVAE(vae, device, dtype), tokens, reference_u8, motion, options,
                                 sampling_progress(device, options.speed.steps))
         decoding = comfy.utils.ProgressBar(len(motion))
@@ -211,6 +224,12 @@ class SpeedOptions(io.ComfyNode):
                             ("warmup", cache_warmup)):
             overrides[f"cache_{name}"] = None if value < 0 else value
         return io.NodeOutput(overrides)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """The device's free memory as ComfyUI counts it (its cache included); None on a CPU, whose figure says
+    nothing about what a run may take."""
+    return None if device.type == "cpu" else comfy.model_management.get_free_memory(device)
 
 
 def sampling_progress(device, steps: int):

@@ -3,6 +3,7 @@ set of HunyuanPortrait weights), plus any such entries of extra_model_paths.yaml
 import os
 
 import comfy.model_management
+import comfy.ops
 import folder_paths
 import torch
 
@@ -35,3 +36,39 @@ def loader_placement(dtype: str) -> tuple[torch.device, torch.device, torch.dtyp
     offload_device = comfy.model_management.unet_offload_device()
     return load_device, offload_device, comfy.model_management.unet_dtype(load_device) if dtype == "auto" \
         else DTYPES[dtype]
+
+
+# ComfyUI's layers that its ModelPatcher can leave in CPU memory and cast onto the device per forward
+_COMFY_LAYERS = {torch.nn.Linear: comfy.ops.disable_weight_init.Linear,
+                 torch.nn.Conv2d: comfy.ops.disable_weight_init.Conv2d,
+                 torch.nn.Conv3d: comfy.ops.disable_weight_init.Conv3d,
+                 torch.nn.GroupNorm: comfy.ops.disable_weight_init.GroupNorm,
+                 torch.nn.LayerNorm: comfy.ops.disable_weight_init.LayerNorm}
+_twins: dict[type, type] = {}
+
+
+def comfy_layers(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` with every weighted layer turned into its ``comfy.ops`` twin (same parameters and output), so
+    that ComfyUI's partial loading can stream it: the ModelPatcher loads the layers that fit and casts the others
+    onto the device for their forward. ComfyUI then owns the placement of these weights; nothing else moves them.
+    Subclasses (the motion modules' per-frame GroupNorm) keep their forward around ComfyUI's."""
+    for module in network.modules():
+        base = next((base for base in _COMFY_LAYERS if isinstance(module, base)), None)
+        if base is None or isinstance(module, comfy.ops.CastWeightBiasOp):
+            continue
+        cls = type(module)
+        if cls is base:
+            module.__class__ = _COMFY_LAYERS[base]
+        else:
+            if cls not in _twins:
+                _twins[cls] = type(cls.__name__, (cls, _COMFY_LAYERS[base]), {})
+            module.__class__ = _twins[cls]
+    return network
+
+
+def buffers_to(network: torch.nn.Module, device: torch.device) -> None:
+    """Moves the buffers (positional encodings) that a partial load leaves behind onto the compute device."""
+    for module in network.modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.device != device:
+                module._buffers[name] = buffer.to(device)

@@ -86,3 +86,60 @@ def test_face_landmarks_node_cancels_between_frames_and_previews(tmp_path):
     assert result["task_listed"]
     assert result["device"] == "cpu" and result["mask_shape"] == [2, 512, 512]
     assert result["report"] == "face found in all 2 frames"
+
+
+PARTIAL_LOAD_SCRIPT = r"""
+import importlib.util, json, os, sys
+repo, tests = sys.argv[1:3]
+sys.argv = [sys.argv[0], "--cpu"]
+sys.path.insert(0, os.getcwd())
+sys.path.insert(0, tests)
+import comfy.options
+comfy.options.enable_args_parsing()
+import utils.extra_config  # before `nodes`/comfy.utils shadow the `utils` package
+import comfy.model_patcher
+import numpy as np
+import torch
+
+spec = importlib.util.spec_from_file_location("fye_pack", os.path.join(repo, "__init__.py"),
+                                              submodule_search_locations=[repo])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["fye_pack"] = pack
+spec.loader.exec_module(pack)
+from fye_pack.fye_core.animate import AnimationOptions, DiffusersVAE, animate_frames
+from fye_pack.nodes.animate import FYENetworks
+from models_fixtures import golden_models_path, load_tiny_models, tiny_vae
+from safetensors.torch import load_file
+
+with np.load(golden_models_path("inputs_u8.npz"), allow_pickle=False) as data:
+    reference, motion = data["ref_u8"], data["lmk_u8"][:6]
+tokens = load_file(str(golden_models_path("fixtures.safetensors")))["clip_tokens"]
+codec = DiffusersVAE(tiny_vae())
+
+def run(models):
+    options = AnimationOptions(steps=2, context_frames=4)
+    return torch.cat(list(animate_frames(models, codec, tokens, reference, lambda i: motion[i], 6, options)))
+
+expected = run(load_tiny_models())
+patcher = comfy.model_patcher.ModelPatcher(FYENetworks(load_tiny_models()), torch.device("cpu"), torch.device("cpu"))
+patcher.load(torch.device("cpu"), lowvram_model_memory=patcher.model_size() // 3)
+modules = [m for m in patcher.model.modules() if hasattr(m, "comfy_cast_weights")]
+streamed = [m for m in modules if m.comfy_cast_weights]
+weighted = [m for m in patcher.model.modules() if list(m.parameters(recurse=False))]
+got = run(patcher.model.fye)
+print("RESULT " + json.dumps({"castable": len(modules), "weighted": len(weighted), "streamed": len(streamed),
+                              "lowvram": bool(getattr(patcher.model, "model_lowvram", False)),
+                              "max_diff": float((got - expected).abs().max())}))
+"""
+
+
+def test_comfyui_partial_loading_streams_our_layers_with_the_same_output():
+    done = subprocess.run([sys.executable, "-c", PARTIAL_LOAD_SCRIPT, str(REPO_ROOT), str(REPO_ROOT / "tests")],
+                          cwd=COMFYUI_DIR, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(line[len("RESULT "):])
+    # every layer with weights can be left in CPU memory; a third of the weights fit, so many are
+    assert result["castable"] == result["weighted"] and result["lowvram"], result
+    assert 0 < result["streamed"] < result["castable"], result
+    assert result["max_diff"] < 2e-5, result

@@ -15,9 +15,16 @@ def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
 
 
-def attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Multi-head SDPA on projected (B, T, inner) query/key/value, then ``to_out``."""
-    out = F.scaled_dot_product_attention(_split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value))
+def attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+           chunk: int = 0) -> torch.Tensor:
+    """Multi-head SDPA on projected (B, T, inner) query/key/value, then ``to_out``; ``chunk`` > 0 attends that
+    many query tokens at a time, so that a kernel that writes out the attention matrix (SDPA's math path) holds
+    a slice of it, not the whole."""
+    query, key, value = _split_heads(attn, query), _split_heads(attn, key), _split_heads(attn, value)
+    if 0 < chunk < query.shape[2]:
+        out = torch.cat([F.scaled_dot_product_attention(part, key, value) for part in query.split(chunk, dim=2)], 2)
+    else:
+        out = F.scaled_dot_product_attention(query, key, value)
     return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2).to(query.dtype)))
 
 
@@ -28,10 +35,11 @@ class _ProjectionCache:
         self.source: torch.Tensor | None = None
         self.keys_values: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def get(self, attn: Attention, source: torch.Tensor, enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, attn: Attention, source: torch.Tensor, enabled: bool,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         if enabled and self.source is source:
             return self.keys_values
-        source_in = source.to(attn.to_k.weight.dtype)
+        source_in = source.to(dtype)  # the compute dtype: stored weights may be cast only inside their forward
         keys_values = attn.to_k(source_in), attn.to_v(source_in)
         self.source, self.keys_values = (source, keys_values) if enabled else (None, None)
         return keys_values
@@ -52,15 +60,16 @@ class ReferenceAttnProcessor:
         self.plain_rows = 0
         self.num_frames = 1
         self.cache = True
+        self.chunk = 0  # query tokens per attention call (0: all), the low-memory mode's
         self._projections = _ProjectionCache()
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
         query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
         if self.reference is None:
-            return attend(attn, query, key, value)
+            return attend(attn, query, key, value, self.chunk)
         rows = len(hidden_states) - self.plain_rows
-        ref_key, ref_value = self._projections.get(attn, self.reference, self.cache)
+        ref_key, ref_value = self._projections.get(attn, self.reference, self.cache, hidden_states.dtype)
 
         def per_row(x: torch.Tensor) -> torch.Tensor:
             x = x.to(query.dtype)
@@ -70,9 +79,9 @@ class ReferenceAttnProcessor:
 
         p = self.plain_rows
         out = attend(attn, query[p:], torch.cat([key[p:], per_row(ref_key)], 1),
-                     torch.cat([value[p:], per_row(ref_value)], 1))
+                     torch.cat([value[p:], per_row(ref_value)], 1), self.chunk)
         if p:
-            out = torch.cat([attend(attn, query[:p], key[:p], value[:p]), out])
+            out = torch.cat([attend(attn, query[:p], key[:p], value[:p], self.chunk), out])
         return out
 
 
@@ -87,16 +96,17 @@ class ContextAttnProcessor:
         self.context: torch.Tensor | None = None  # (B, N, C), one per batch item
         self.num_frames = 1
         self.cache = True
+        self.chunk = 0
         self._projections = _ProjectionCache()
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
         query = attn.to_q(hidden_states)
         if self.context is None:
-            return attend(attn, query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states))
-        key, value = self._projections.get(attn, self.context, self.cache)
+            return attend(attn, query, attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states), self.chunk)
+        key, value = self._projections.get(attn, self.context, self.cache, hidden_states.dtype)
         key, value = (x.to(query.dtype).repeat_interleave(self.num_frames, dim=0) for x in (key, value))
-        return attend(attn, query, key, value)
+        return attend(attn, query, key, value, self.chunk)
 
 
 class PerFrameGroupNorm(nn.GroupNorm):

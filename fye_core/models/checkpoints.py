@@ -45,6 +45,12 @@ class FYEModels:
     unet: MotionUNet
     config: dict
     qformer: QFormer | None = None
+    execution_device: torch.device | None = None  # set where the weights may live elsewhere (partial loading)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks compute: their inputs go there."""
+        return self.execution_device or self.unet.device
 
     def networks(self) -> dict[str, nn.Module]:
         networks = {"guider": self.guider, "referencenet": self.referencenet, "unet": self.unet}

@@ -59,30 +59,44 @@ class Guidance:
     """Classifier-free guidance over a run: ``scale`` (1 = off); the unconditional pass runs on the steps
     whose position in the run (step / steps) lies in ``interval``; outside it the conditional pass alone
     gives v, plus, with ``reuse``, ``scale - 1`` times the last guidance difference (cond - uncond) of the
-    same window (FasterCache's CFG cache)."""
+    same window (FasterCache's CFG cache). ``batched``: both passes in one batch of two (the official way), or
+    one after the other (the low-memory mode: half the activations, the same v)."""
 
     scale: float = 3.5
     interval: tuple[float, float] = FULL_RUN
     reuse: bool = False
+    batched: bool = True
 
     def unconditional(self, step: int, steps: int) -> bool:
         """Whether ``step`` of ``steps`` runs the unconditional pass."""
         return self.scale > 1 and in_interval(step, steps, self.interval)
 
 
-def predictions(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
-                unconditional: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The unconditional (or None) and conditional v-predictions for latents ``x`` (1, 4, len(frames), h, w)
-    of the given motion frames: the one place the UNet is called.
+def single_prediction(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
+                      conditional: bool) -> torch.Tensor:
+    """The conditional, or alone the unconditional, v-prediction for latents ``x`` (1, 4, len(frames), h, w)."""
+    frames = list(frames)
+    masked = None if cond.masked_latents is None else cond.masked_latents[:, :, frames]
+    if conditional:
+        return unet(x, t, cond.context[-1:], cond.landmarks[:, :, frames], cond.reference, masked_latents=masked)
+    return unet(x, t, cond.context[:1], cond.landmarks[:, :, frames], None, masked_latents=masked)
 
-    Both passes go in one batch [uncond, cond]; the unconditional item has zero CLIP tokens and ignores
-    the reference (official semantics); both see the landmark features.
+
+def predictions(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
+                unconditional: bool, batched: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The unconditional (or None) and conditional v-predictions for latents ``x`` (1, 4, len(frames), h, w)
+    of the given motion frames: the one place the UNet is called (``single_prediction`` one pass).
+
+    Both passes go in one batch [uncond, cond] (or, not ``batched``, one after the other); the unconditional
+    item has zero CLIP tokens and ignores the reference (official semantics); both see the landmark features.
     """
+    if not unconditional:
+        return None, single_prediction(unet, x, t, cond, frames, True)
+    if not batched:
+        return single_prediction(unet, x, t, cond, frames, False), single_prediction(unet, x, t, cond, frames, True)
     frames = list(frames)
     landmarks = cond.landmarks[:, :, frames]
     masked = None if cond.masked_latents is None else cond.masked_latents[:, :, frames]
-    if not unconditional:
-        return None, unet(x, t, cond.context[-1:], landmarks, cond.reference, masked_latents=masked)
     uncond, conditional = unet(torch.cat([x, x]), t, cond.context, torch.cat([landmarks, landmarks]),
                                cond.reference, plain_items=1,
                                masked_latents=None if masked is None else torch.cat([masked, masked])).chunk(2)
@@ -90,10 +104,10 @@ def predictions(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Seq
 
 
 def guided_v(unet, x: torch.Tensor, t: float, cond: Conditioning, frames: Sequence[int],
-             guidance: float) -> torch.Tensor:
+             guidance: float, batched: bool = True) -> torch.Tensor:
     """The official guided v-prediction: uncond + guidance * (cond - uncond), the conditional one alone
     when ``guidance`` <= 1."""
-    uncond, conditional = predictions(unet, x, t, cond, frames, guidance > 1)
+    uncond, conditional = predictions(unet, x, t, cond, frames, guidance > 1, batched)
     return conditional if uncond is None else uncond + guidance * (conditional - uncond)
 
 
@@ -112,9 +126,15 @@ class WindowedModel:
     def window_v(self, x: torch.Tensor, t: float, step: int, index: int) -> torch.Tensor:
         frames, guidance = self.windows[index], self.guidance
         unconditional = guidance.unconditional(step, self.steps)
-        items = ("uncond", "cond") if unconditional else ("cond",)
-        with self._cache_context(str(index), items, step):
-            uncond, conditional = predictions(self.unet, x, t, self.cond, frames, unconditional)
+        if unconditional and not guidance.batched:  # each pass keeps its own cached features
+            with self._cache_context(str(index), ("uncond",), step):
+                uncond = single_prediction(self.unet, x, t, self.cond, frames, False)
+            with self._cache_context(str(index), ("cond",), step):
+                conditional = single_prediction(self.unet, x, t, self.cond, frames, True)
+        else:
+            items = ("uncond", "cond") if unconditional else ("cond",)
+            with self._cache_context(str(index), items, step):
+                uncond, conditional = predictions(self.unet, x, t, self.cond, frames, unconditional)
         if uncond is not None:
             if guidance.reuse:
                 self._differences[index] = conditional - uncond
@@ -158,7 +178,8 @@ def sample_windows(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule
 
 
 def sample_gaussian_tiles(unet, x: torch.Tensor, cond: Conditioning, schedule: Schedule, tile: int, overlap: int,
-                          guidance: float = 3.5, callback: Callback | None = None) -> torch.Tensor:
+                          guidance: float = 3.5, callback: Callback | None = None,
+                          batched: bool = True) -> torch.Tensor:
     """The official ``forward_long``: every tile takes its own DDIM step; the stepped tiles are fused
     with Gaussian weights."""
     num_frames = x.shape[2]
@@ -170,7 +191,7 @@ def sample_gaussian_tiles(unet, x: torch.Tensor, cond: Conditioning, schedule: S
         total = torch.zeros(num_frames, dtype=x.dtype, device=x.device)
         for index, offset in enumerate(offsets):
             frames = list(range(offset, offset + length))
-            v = guided_v(unet, x[:, :, frames], t, cond, frames, guidance)
+            v = guided_v(unet, x[:, :, frames], t, cond, frames, guidance, batched)
             fused[:, :, frames] += ddim_step(x[:, :, frames], v, t, schedule) * weights[:, None, None]
             total[frames] += weights
             if callback is not None:
