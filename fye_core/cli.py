@@ -391,7 +391,9 @@ def run_animate(args) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     store = None
     if options.long_video == "progressive":
-        run = {"options": vars(options), "portrait": sha256_of(args.portrait), "driving": sha256_of(args.driving),
+        # the memory plan changes how, not what: a run resumes in either mode
+        settings = {key: value for key, value in vars(options).items() if key != "memory"}
+        run = {"options": settings, "portrait": sha256_of(args.portrait), "driving": sha256_of(args.driving),
                "reference_mode": args.reference_mode, "models": str(args.models.resolve()), "dtype": str(dtype),
                "frames": len(motion), "crop": crop.as_dict() if crop else None}
         store = ClipFolder(args.out.with_name(args.out.name + ".parts"), run)

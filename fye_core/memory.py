@@ -28,11 +28,11 @@ MEMORY_MODES = ("auto", "default", "low")
 MEMORY_HELP = ("auto: the low-memory mode when the free memory of the device is short of what the default needs; "
                "low: always (CFG passes one after the other, attention and VAE decode in chunks; same output, "
                "a little slower); default: never")
-# bench/memory.py, 512x512 fp16 on an H100-class allocator accounting (see README): the activation peak of one
-# UNet pass per latent token of one batch item (frames x h x w), in units of the compute dtype's bytes
-ACTIVATION_ELEMENTS_PER_TOKEN = 3200
-# the SD VAE decoder's peak per decoded pixel, in elements of the compute dtype
-DECODE_ELEMENTS_PER_PIXEL = 900
+# measured by bench/memory.py (CPU, 256x256, 8 frames, bf16; README): the activation peak of one UNet pass per
+# latent token of one batch item (frames x h x w), in elements of the compute dtype
+ACTIVATION_ELEMENTS_PER_TOKEN = 11000
+# the SD VAE decoder's peak per decoded pixel, in elements of the compute dtype (the same run)
+DECODE_ELEMENTS_PER_PIXEL = 800
 LOW_MEMORY_OPTION = "fye animate --low-memory; the FYE Animate node: memory = low"
 ATTENTION_HEADS = 8
 # the share of the free memory one attention call or one decode call may take in the low-memory mode
