@@ -57,7 +57,7 @@ BACKENDS = ("fye", "hunyuan-portrait")
 FYE_ONLY = ("reference_mode", "fill", "smooth", "drop_first_frame", "student_lora", "expression_strength", "brows",
             "eyelids", "pupils", "mouth", "rotation_strength", "translation_strength", "relative", "filter",
             "min_cutoff", "beta", "allow_pickle", "crop_margin", "feather", "cfg", "long_video", "keyframes", "fuse",
-            "preset", "solver", "low_memory", "fp8_weights")
+            "preset", "solver", "fp8_weights")
 HUNYUAN_ONLY = ("appearance_cfg", "motion_cfg", "size", "shift_offset", "pad_frames", "yolo_face", "allow_torchscript")
 # animate options whose default depends on the backend: fye's (official FYE) and hunyuan-portrait's (released config)
 _FYE_DEFAULTS = AnimationOptions()
@@ -201,7 +201,8 @@ def _add_animate_parser(sub) -> None:
     p.add_argument("--low-memory", action="store_true",
                    help="force the low-memory mode: CFG passes one after the other, attention and VAE decode in "
                         "chunks, the ReferenceNet streamed to the GPU layer by layer (same output, a little slower; "
-                        "by default it is chosen when the GPU's free memory is short of what the run needs)")
+                        "by default it is chosen when the GPU's free memory is short of what the run needs); "
+                        "hunyuan-portrait: its guidance branches one after the other")
     p.add_argument("--fp8-weights", action="store_true",
                    help="keep the UNet's and ReferenceNet's weights in fp8 (e4m3), each layer cast to --dtype for "
                         "its forward: about half the weights' memory, at a small change of the output")
@@ -488,7 +489,7 @@ def hunyuan_options(args):
                                                         INFERENCE.appearance_guidance),
                           motion_guidance=_guidance(args.motion_cfg, "--motion-cfg", INFERENCE.motion_guidance),
                           cfg_interval=tuple(args.cfg_interval or FULL_RUN), cfg_reuse=bool(args.cfg_reuse),
-                          cache=CachePlan(**cache))
+                          cache=CachePlan(**cache), low_memory=args.low_memory)
 
 
 def run_hunyuan_animate(args) -> int:

@@ -37,7 +37,7 @@ def close(ours, expected, atol, name):
     return (ours.double() - expected.double()).abs().max().item()
 
 
-def run_official(tiny, golden, tag, callback=None, fold=True, **changes):
+def run_official(tiny, golden, tag, callback=None, fold=True, batched=True, **changes):
     """The run ``tag`` of calls.json (with ``changes`` to its settings) through our loop: its settings, start and
     final latents and the UNet's calls (arguments, output)."""
     settings = {**calls()[tag], **changes}
@@ -60,7 +60,7 @@ def run_official(tiny, golden, tag, callback=None, fold=True, **changes):
         with torch.no_grad():
             final = sample_windows(tiny.unet, start, cond, sigmas, timesteps, appearance, motion_scale,
                                    settings["frames_per_batch"], settings["overlap"], settings["shift_offset"],
-                                   callback)
+                                   callback, batched=batched)
     finally:
         tiny.unet.set_temporal_context_folding(True)
         for hook in hooks:
@@ -116,6 +116,14 @@ def test_repeated_temporal_context_gives_the_same_run(tiny, golden, folded_runs,
     *_, repeated, _ = run_official(tiny, golden, tag, fold=False)
     close(repeated, golden[f"{tag}_final_latents"], tolerance(f"{tag}_final_latents"), tag)
     assert torch.equal(folded, repeated)
+
+
+def test_the_branches_one_after_the_other_give_the_same_run(tiny, golden, folded_runs):
+    folded = folded_runs["d2"][3]
+    *_, sequential, unet_calls = run_official(tiny, golden, "d2", batched=False)
+    assert len(unet_calls) == 3 * len(folded_runs["d2"][4])  # the low-memory mode: one branch a call
+    close(sequential, golden["d2_final_latents"], tolerance("d2_final_latents(folded)"), "d2")
+    torch.testing.assert_close(sequential, folded, rtol=0, atol=latents_atol(folded_runs["d2"][2]))
 
 
 def test_swapped_guidance_scales_miss_the_fixture(tiny, golden):

@@ -15,6 +15,7 @@ from fye_core.errors import FYEInputError
 from fye_core.memory import (
     MemoryPlan,
     attention_matrix_bytes,
+    decode_bytes,
     offload_weights,
     plan_memory,
     step_bytes,
@@ -96,7 +97,9 @@ def test_the_automatic_choice_follows_the_free_memory():
     assert unknown == MemoryPlan(low=True)
     assert plan_memory("default", 1, size, size, frames, True, half) == MemoryPlan()
     # without CFG a step needs half: the same free memory may then be enough
-    assert not plan_memory("auto", needed * 3 // 4, size, size, frames, False, half).low
+    unguided = max(step_bytes(size, size, frames, 1, half), decode_bytes(size, size, 8, half))
+    assert not plan_memory("auto", unguided, size, size, frames, False, half).low
+    assert plan_memory("auto", unguided, size, size, frames, True, half).low
     # the attention is chunked only where its whole matrix would not fit a quarter of the free memory
     roomy = plan_memory("low", 8 * attention_matrix_bytes(size, size, frames, 1, half), size, size, frames, True,
                         half)

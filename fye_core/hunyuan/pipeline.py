@@ -55,7 +55,7 @@ class HunyuanOptions:
     (fractions of the steps, [start, end)) whose steps run the three guidance branches, the others the
     conditional one alone; ``cfg_reuse``: outside it, add each frame's last guidance difference instead of
     dropping guidance; ``cache``: the cross-step feature cache, which forecasts only with fixed windows
-    (``shift_offset`` 0).
+    (``shift_offset`` 0). ``low_memory``: the guidance branches one after the other (the same output).
     """
 
     steps: int = INFERENCE.num_inference_steps
@@ -70,6 +70,7 @@ class HunyuanOptions:
     cfg_interval: tuple[float, float] = FULL_RUN
     cfg_reuse: bool = False
     cache: CachePlan = field(default_factory=CachePlan)
+    low_memory: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.window < 1 or self.decode_chunk < 1:
@@ -199,7 +200,7 @@ def sample(models: HunyuanModels, cond: HunyuanConditioning, reference_latents: 
     with torch.no_grad():
         return sample_windows(models.unet, x, cond, sigmas, timesteps, appearance, motion, options.window,
                               options.overlap, options.shift_offset, callback, cfg_interval=options.cfg_interval,
-                              cfg_reuse=options.cfg_reuse, cache=options.cache)
+                              cfg_reuse=options.cfg_reuse, cache=options.cache, batched=not options.low_memory)
 
 
 def describe_savings(options: HunyuanOptions) -> str:

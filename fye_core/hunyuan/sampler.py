@@ -138,15 +138,16 @@ def sample_windows(unet: HunyuanUNet, x: torch.Tensor, cond: HunyuanConditioning
                    timesteps: torch.Tensor, appearance: Sequence[float], motion: Sequence[float],
                    window: int = 25, overlap: int = 3, shift_offset: int = 3,
                    callback: Callback | None = None, *, cfg_interval: tuple[float, float] = FULL_RUN,
-                   cfg_reuse: bool = False, cache: CachePlan | None = None) -> torch.Tensor:
+                   cfg_reuse: bool = False, cache: CachePlan | None = None, batched: bool = True) -> torch.Tensor:
     """Euler over the whole clip ``x`` (1, L, 4, h, w) with the released circular, shifting windows.
 
     ``sigmas`` (K + 1,), ``timesteps`` (K,): the steps run (``karras_schedule``); ``appearance``, ``motion``:
     a guidance scale per step. ``cfg_interval``, ``cfg_reuse``, ``cache``: the savings of the module docstring
-    (the defaults: none). The callback gets ``{"event": "window", step, steps, window, windows, frames, v,
-    stepped, branches, partial}`` after every window (``branches``: those the UNet ran; ``partial``: whether
-    it ran only the outer levels of the cached UNet) and ``{"event": "step", step, steps, x, denoised}`` after
-    every step.
+    (the defaults: none). ``batched``: the branches in one UNet batch (released), or one after the other (the
+    low-memory mode: a third of the activations, the same v). The callback gets ``{"event": "window", step,
+    steps, window, windows, frames, v, stepped, branches, partial}`` after every window (``branches``: those the
+    UNet ran; ``partial``: whether it ran only the outer levels of the cached UNet, of the last call) and
+    ``{"event": "step", step, steps, x, denoised}`` after every step.
     """
     num_frames, steps = x.shape[1], len(timesteps)
     plan = cache or CachePlan()
@@ -167,8 +168,10 @@ def sample_windows(unet: HunyuanUNet, x: torch.Tensor, cond: HunyuanConditioning
             count = torch.zeros(num_frames, dtype=x.dtype, device=x.device)
             for index, frames in enumerate(windows.to(x.device)):
                 latents = x[:, frames]
-                with _cache_call(features, positions[index].tolist(), branches, step) as partial:
-                    outputs = branch_v(unet, latents, sigma, timesteps[step], cond, frames, branches)
+                outputs = ()
+                for group in [branches] if batched else [(branch,) for branch in branches]:
+                    with _cache_call(features, positions[index].tolist(), group, step) as partial:
+                        outputs += branch_v(unet, latents, sigma, timesteps[step], cond, frames, group)
                 if guided:
                     v = combine(*outputs, float(appearance[step]), float(motion[step]))
                     if difference_sum is not None:
