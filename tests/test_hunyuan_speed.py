@@ -229,7 +229,7 @@ def test_the_cli_takes_the_savings_flags_but_not_the_fye_presets():
     assert options.cfg_interval == (0.0, 0.5) and options.cfg_reuse and options.shift_offset == 0
     assert options.cache == CachePlan(interval=2, order=0, depth=2, warmup=3)
     assert hunyuan_options(animate_args("--low-memory")).low_memory
-    for flags in (["--preset", "fast"], ["--fp8-weights"], ["--solver", "euler"], ["--mouth", "2"], ["--relative", "first"],
-                  ["--filter", "one-euro"]):
+    for flags in (["--preset", "fast"], ["--fp8-weights"], ["--solver", "euler"], ["--mouth", "2"],
+                  ["--relative", "first"], ["--filter", "one-euro"]):
         with pytest.raises(FYEInputError, match=f"{flags[0]}: not an option of --backend hunyuan-portrait"):
             animate_args(*flags)

@@ -82,6 +82,9 @@ class TrainingConfig:
                                   "teacher takes one guided DDIM step of that size")
     teacher_substeps: int = _key(1, "distill: guided DDIM steps the teacher takes over one skip (1 as LCM; more give "
                                     "a more exact target, so a coarser schedule can shorten the chain of targets)")
+    distill_from_noise: bool = _key(False, "distill: the student learns at the states of its teacher's guided "
+                                           "trajectory from pure noise (the ones it meets when sampling) instead "
+                                           "of at the clip's noised latents")
     lora_rank: int = _key(64, "distill: rank of the student's LoRA")
     target_ema_decay: float = _key(0.95, "distill: decay of the target network, an EMA of the student")
     huber_c: float = _key(0.001, "distill: the pseudo-Huber constant of the consistency distance (0 = squared "

@@ -39,6 +39,8 @@ from ..models.student import ADAPTER
 from ..sampling.schedule import ddim_transfer
 from ..sampling.solvers import consistency_scheduler
 
+TOP_TIMESTEP = 999  # zero terminal SNR: the latents there are the noise itself
+
 
 def student_parameters(unet: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the student's adapter, in a fixed order."""
@@ -102,12 +104,12 @@ class DistillationNetworks(nn.Module):
 
     def __init__(self, models: FYEModels, target: list[torch.Tensor], guidance: float, distill_steps: int,
                  teacher_steps: int, ffg_weight: float, huber_c: float, alphas_cumprod: torch.Tensor,
-                 teacher_substeps: int = 1):
+                 teacher_substeps: int = 1, from_noise: bool = False):
         super().__init__()
         self.guider, self.referencenet, self.unet = models.guider, models.referencenet, models.unet
         self.models, self.target = models, target
         self.guidance, self.ffg_weight, self.huber_c = guidance, ffg_weight, huber_c
-        self.stride, self.substeps = 1000 // teacher_steps, teacher_substeps
+        self.stride, self.substeps, self.from_noise = 1000 // teacher_steps, teacher_substeps, from_noise
         self.register_buffer("ends", segment_ends(distill_steps, teacher_steps), persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.adapter = [parameter for _, parameter in student_parameters(models.unet)]
@@ -116,13 +118,29 @@ class DistillationNetworks(nn.Module):
         alphas = torch.where(timesteps >= 0, self.alphas_cumprod[timesteps.clamp(min=0)], 1.0)
         return alphas.reshape(-1, 1, 1, 1, 1)
 
+    def _teacher_skip(self, x: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, contexts, features,
+                      reference) -> torch.Tensor:
+        """The teacher's guided DDIM steps (``substeps`` of them) from ``start`` to ``stop`` per item; an item whose
+        ``stop`` is its ``start`` stays where it is."""
+        items = len(x)
+        unconditional, context = contexts
+        with teacher(self.unet):
+            for substep in range(self.substeps):
+                begin = start - (start - stop) * substep // self.substeps
+                end = start - (start - stop) * (substep + 1) // self.substeps
+                v_plain, v_cond = self.unet(torch.cat([x, x]), torch.cat([begin, begin]),
+                                            torch.cat([unconditional, context]), torch.cat([features, features]),
+                                            reference, plain_items=items).chunk(2)
+                guided = v_plain + self.guidance * (v_cond - v_plain)
+                x = ddim_transfer(x, guided, self._alpha(begin), self._alpha(end))
+        return x
+
     def forward(self, inputs) -> dict[str, torch.Tensor]:
         items = len(inputs.latents)
         later = inputs.timesteps
         earlier = later - self.stride
         end = self.ends[torch.searchsorted(self.ends, later) - 1]  # the segment's end, below ``later``
         alpha, alpha_earlier, alpha_end = self._alpha(later), self._alpha(earlier), self._alpha(end)
-        noisy = alpha.sqrt() * inputs.latents + (1 - alpha).sqrt() * inputs.noise
         with torch.no_grad():
             reference_contexts, contexts = self.models.encode_context(
                 torch.cat([torch.zeros_like(inputs.clip_tokens), inputs.clip_tokens]))
@@ -130,16 +148,17 @@ class DistillationNetworks(nn.Module):
             reference_context = reference_contexts[items:]
             reference = self.referencenet.reference_features(inputs.reference_latents, reference_context, 0)
             features = self.guider(inputs.landmarks)
-            stepped = noisy
-            with teacher(self.unet):  # the skip from t to t - k in ``substeps`` guided DDIM steps
-                for substep in range(self.substeps):
-                    start = later - self.stride * substep // self.substeps
-                    stop = later - self.stride * (substep + 1) // self.substeps
-                    v_plain, v_cond = self.unet(torch.cat([stepped, stepped]), torch.cat([start, start]),
-                                                torch.cat([unconditional, context]), torch.cat([features, features]),
-                                                reference, plain_items=items).chunk(2)
-                    guided = v_plain + self.guidance * (v_cond - v_plain)
-                    stepped = ddim_transfer(stepped, guided, self._alpha(start), self._alpha(stop))
+            conditions = ((unconditional, context), features, reference)
+            if self.from_noise:  # the teacher's own trajectory from pure noise down to t, as the sampler meets it
+                noisy = inputs.noise
+                current = torch.full_like(later, TOP_TIMESTEP)
+                while (current > later).any():
+                    stop = torch.maximum(current - self.stride, later)
+                    noisy = self._teacher_skip(noisy, current, stop, *conditions)
+                    current = stop
+            else:
+                noisy = alpha.sqrt() * inputs.latents + (1 - alpha).sqrt() * inputs.noise
+            stepped = self._teacher_skip(noisy, later, earlier, *conditions)  # the skip from t to t - k
             target = stepped  # at the segment's end the teacher's step is the target itself
             inside = (earlier > end).reshape(-1, 1, 1, 1, 1)
             if inside.any():  # elsewhere the target network carries the jump on to the end
