@@ -77,6 +77,31 @@ def test_the_student_is_distilled_for_the_jumps_its_sampler_takes():
         assert set(segment_ends(steps, teacher_steps).tolist()[1:]) <= set(skipping_timesteps(teacher_steps).tolist())
 
 
+def test_distilling_from_noise_trains_the_student_on_its_teachers_trajectory(tmp_path):
+    config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 3, "teacher_steps": 2, "log_every": 1,
+                                               "distill_from_noise": True})
+    trainer = Trainer(config)
+    calls = []
+    trainer.models.unet.register_forward_hook(
+        lambda module, args, out: calls.append((args[0].detach().clone(), args[1].tolist())))
+    trainer.run()
+    trainer.close()
+    steps, current = [], []
+    for x, t in calls:  # the teacher's calls take both guidance halves (2 items), the student's one item
+        current.append((x, t))
+        if len(x) == 1:
+            steps.append(current)
+            current = []
+    assert len(steps) == 3
+    for step in steps:
+        *teacher_calls, (x, t) = step
+        assert teacher_calls[0][1] == [999, 999]  # every step starts from pure noise at the top
+        # the student sees the state the teacher's guided steps reached at its timestep, and learns the next skip
+        at_t = [x_teacher for x_teacher, t_teacher in teacher_calls if t_teacher == t * 2]
+        assert at_t and torch.equal(at_t[0][:1], x)
+    assert {step[-1][1][0] for step in steps} == {999, 499}  # both segments drawn
+
+
 def test_distilling_writes_the_student_as_full_weights_and_as_a_lora(distilled):
     root, config, log, _ = distilled
     output = root / "uninterrupted"
