@@ -15,17 +15,15 @@ from shared_data import shared_path
 
 pytestmark = pytest.mark.comfyui
 
-SCRIPT = r"""
+# a child process's start: ComfyUI on the CPU, and this pack (argv[1]) loaded as ComfyUI loads custom nodes
+PACK_LOADED = r"""
 import importlib.util, json, os, sys
-repo, extra_dir, frames_path = sys.argv[1:4]
+repo, *args = sys.argv[1:]
 sys.argv = [sys.argv[0], "--cpu"]
 sys.path.insert(0, os.getcwd())
 import comfy.options
 comfy.options.enable_args_parsing()
 import utils.extra_config  # before `nodes`/comfy.utils shadow the `utils` package
-import folder_paths
-import comfy.model_management as mm
-import comfy.utils
 import numpy as np
 import torch
 
@@ -34,6 +32,13 @@ spec = importlib.util.spec_from_file_location("fye_pack", os.path.join(repo, "__
 pack = importlib.util.module_from_spec(spec)
 sys.modules["fye_pack"] = pack
 spec.loader.exec_module(pack)
+"""
+
+SCRIPT = PACK_LOADED + r"""
+extra_dir, frames_path = args
+import folder_paths
+import comfy.model_management as mm
+import comfy.utils
 from fye_pack.nodes.landmarks import FaceLandmarks
 from fye_pack.nodes.models import register_model_folder
 
@@ -88,24 +93,9 @@ def test_face_landmarks_node_cancels_between_frames_and_previews(tmp_path):
     assert result["report"] == "face found in all 2 frames"
 
 
-PARTIAL_LOAD_SCRIPT = r"""
-import importlib.util, json, os, sys
-repo, tests = sys.argv[1:3]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, os.getcwd())
-sys.path.insert(0, tests)
-import comfy.options
-comfy.options.enable_args_parsing()
-import utils.extra_config  # before `nodes`/comfy.utils shadow the `utils` package
+PARTIAL_LOAD_SCRIPT = PACK_LOADED + r"""
+sys.path.insert(0, args[0])  # the tests folder
 import comfy.model_patcher
-import numpy as np
-import torch
-
-spec = importlib.util.spec_from_file_location("fye_pack", os.path.join(repo, "__init__.py"),
-                                              submodule_search_locations=[repo])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["fye_pack"] = pack
-spec.loader.exec_module(pack)
 from fye_pack.fye_core.animate import AnimationOptions, DiffusersVAE, animate_frames
 from fye_pack.nodes.animate import FYENetworks
 from models_fixtures import golden_models_path, load_tiny_models, tiny_vae
