@@ -63,13 +63,31 @@ def materialise(module, dtype, generator) -> None:
                 parameter.zero_()
 
 
+def random_conditioning(models, size: int, frames: int, generator):
+    """Seeded random tokens and condition latents of the released shapes, with the pose guider's features of a
+    ``size`` px frame: what one window of ``frames`` frames is sampled with."""
+    import torch
+
+    from fye_core.hunyuan.config import INFERENCE
+    from fye_core.hunyuan.models import time_ids
+    from fye_core.hunyuan.sampler import HunyuanConditioning
+
+    latent, width = size // 8, models.unet.config.cross_attention_dim
+    with torch.no_grad():
+        return HunyuanConditioning(image_tokens=torch.randn(1, 64, width, generator=generator),
+                                   motion_tokens=torch.randn(1, frames, 64, width, generator=generator),
+                                   cond_latent=torch.randn(1, 4, latent, latent, generator=generator),
+                                   pose_feature=models.pose_feature(size, size),
+                                   time_ids=time_ids(INFERENCE.fps, INFERENCE.motion_bucket_id,
+                                                     INFERENCE.noise_aug_strength))
+
+
 def measure(spec: dict) -> dict:
     import torch
 
     from fye_core.hunyuan.config import INFERENCE
     from fye_core.hunyuan.loader import build_hunyuan_models
-    from fye_core.hunyuan.models import time_ids
-    from fye_core.hunyuan.sampler import HunyuanConditioning, guidance_scales, karras_schedule, sample_windows
+    from fye_core.hunyuan.sampler import guidance_scales, karras_schedule, sample_windows
     from fye_core.sampling.cache import CachePlan
 
     torch.set_num_threads(spec["threads"])
@@ -86,14 +104,7 @@ def measure(spec: dict) -> dict:
 
     size, frames = spec["size"], spec["frames"]
     latent = size // 8
-    width = models.unet.config.cross_attention_dim
-    with torch.no_grad():
-        cond = HunyuanConditioning(image_tokens=torch.randn(1, 64, width, generator=generator),
-                                   motion_tokens=torch.randn(1, frames, 64, width, generator=generator),
-                                   cond_latent=torch.randn(1, 4, latent, latent, generator=generator),
-                                   pose_feature=models.pose_feature(size, size),
-                                   time_ids=time_ids(INFERENCE.fps, INFERENCE.motion_bucket_id,
-                                                     INFERENCE.noise_aug_strength))
+    cond = random_conditioning(models, size, frames, generator)
     sigmas, timesteps = karras_schedule(INFERENCE.num_inference_steps)
     steps = spec["steps"]
     sigmas, timesteps = sigmas[:steps + 1], timesteps[:steps]

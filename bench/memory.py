@@ -141,11 +141,10 @@ def measure_hunyuan(spec: dict) -> dict:
     """HunyuanPortrait in one mode: the steps of one window (the UNet; its VAE is not built), the three guidance
     branches in one batch (default) or one after the other (low memory)."""
     import torch
-    from hunyuan import SEED, materialise
+    from hunyuan import SEED, materialise, random_conditioning
 
     from fye_core.hunyuan.config import INFERENCE
     from fye_core.hunyuan.loader import build_hunyuan_models
-    from fye_core.hunyuan.models import time_ids
     from fye_core.hunyuan.sampler import HunyuanConditioning, guidance_scales, karras_schedule, sample_windows
 
     device, size, frames = spec["device"], spec["size"], spec["frames"]
@@ -155,14 +154,8 @@ def measure_hunyuan(spec: dict) -> dict:
     for network in (models.unet, models.pose_guider):
         materialise(network.eval(), dtype, generator)
         network.to(device)
-    latent, width = size // 8, models.unet.config.cross_attention_dim
-    with torch.no_grad():
-        cond = HunyuanConditioning(image_tokens=torch.randn(1, 64, width, generator=generator),
-                                   motion_tokens=torch.randn(1, frames, 64, width, generator=generator),
-                                   cond_latent=torch.randn(1, 4, latent, latent, generator=generator),
-                                   pose_feature=models.pose_feature(size, size),
-                                   time_ids=time_ids(INFERENCE.fps, INFERENCE.motion_bucket_id,
-                                                     INFERENCE.noise_aug_strength))
+    latent = size // 8
+    cond = random_conditioning(models, size, frames, generator)
     cond = HunyuanConditioning(*(t.to(device, dtype) for t in (cond.image_tokens, cond.motion_tokens,
                                                                cond.cond_latent, cond.pose_feature)),
                                time_ids=cond.time_ids.to(device))
