@@ -5,7 +5,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -494,6 +494,7 @@ def hunyuan_options(args):
 
 def run_hunyuan_animate(args) -> int:
     from .hunyuan.loader import locate_files
+    from .hunyuan.models import CFG_BRANCHES
     from .hunyuan.pipeline import (
         SIZE_MULTIPLE,
         animate_frames,
@@ -503,6 +504,7 @@ def run_hunyuan_animate(args) -> int:
         truncated_uint8,
     )
     from .hunyuan.preprocess import paste_back as paste_back_official
+    from .memory import device_free_bytes, hunyuan_low_memory
 
     locate_files(args.models)  # before the slow work: missing weights fail at once
     if args.driving.suffix in TEMPLATE_SUFFIXES:
@@ -516,6 +518,11 @@ def run_hunyuan_animate(args) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     backend = load_hunyuan_portrait(args.models, dtype, args.device)
     models = backend.models
+    if not options.low_memory and hunyuan_low_memory("auto", device_free_bytes(args.device), args.size, args.size,
+                                                     options.window, len(CFG_BRANCHES), dtype):
+        print("memory: low (the GPU's free memory is short of the guidance branches in one batch; they run one "
+              "after the other)", file=sys.stderr)
+        options = replace(options, low_memory=True)
     tokens, identity = reference_tokens(backend, reference.crop, lambda: reference.face.points)
     print(identity, file=sys.stderr)
     crop = reference.crop

@@ -31,6 +31,8 @@ MEMORY_HELP = ("auto: the low-memory mode when the free memory of the device is 
 # measured by bench/memory.py (CPU, 256x256, 8 frames, bf16; README): the activation peak of one UNet pass per
 # latent token of one batch item (frames x h x w), in elements of the compute dtype
 ACTIVATION_ELEMENTS_PER_TOKEN = 11000
+# HunyuanPortrait's UNet, the same measurement for one of its guidance branches (256x256, 8 frames, bf16)
+HUNYUAN_ACTIVATION_ELEMENTS_PER_TOKEN = 9000
 # the SD VAE decoder's peak per decoded pixel, in elements of the compute dtype (the same run)
 DECODE_ELEMENTS_PER_PIXEL = 800
 LOW_MEMORY_OPTION = "fye animate --low-memory; the FYE Animate node: memory = low"
@@ -60,11 +62,29 @@ class MemoryPlan:
                 "frames a call)")
 
 
-def step_bytes(height: int, width: int, frames: int, items: int, dtype: torch.dtype) -> int:
+def step_bytes(height: int, width: int, frames: int, items: int, dtype: torch.dtype,
+               per_token: int = ACTIVATION_ELEMENTS_PER_TOKEN) -> int:
     """The activation peak of one UNet pass over ``items`` batch items of ``frames`` frames of ``height`` x
-    ``width`` pixels, weights not included (the measured ``ACTIVATION_ELEMENTS_PER_TOKEN``)."""
+    ``width`` pixels, weights not included (``per_token``: the measured elements per latent token, FYE's by
+    default)."""
     tokens = items * frames * (height // 8) * (width // 8)
-    return tokens * ACTIVATION_ELEMENTS_PER_TOKEN * torch.finfo(dtype).bits // 8
+    return tokens * per_token * torch.finfo(dtype).bits // 8
+
+
+def hunyuan_step_bytes(height: int, width: int, frames: int, branches: int, dtype: torch.dtype) -> int:
+    """The activation peak of one HunyuanPortrait UNet call over ``branches`` guidance branches."""
+    return step_bytes(height, width, frames, branches, dtype, HUNYUAN_ACTIVATION_ELEMENTS_PER_TOKEN)
+
+
+def hunyuan_low_memory(mode: str, free_bytes: int | None, height: int, width: int, frames: int, branches: int,
+                       dtype: torch.dtype) -> bool:
+    """Whether a HunyuanPortrait run of ``frames``-frame windows runs its ``branches`` guidance branches one after
+    the other: ``mode`` ``low``, or ``auto`` with ``free_bytes`` (free memory after the weights are loaded) short
+    of all of them in one batch."""
+    if mode not in MEMORY_MODES:
+        raise FYEInputError(f"memory must be one of {MEMORY_MODES}, got {mode!r}")
+    needed = hunyuan_step_bytes(height, width, frames, branches, dtype)
+    return mode == "low" or (mode == "auto" and free_bytes is not None and needed > free_bytes)
 
 
 def attention_matrix_bytes(height: int, width: int, frames: int, items: int, dtype: torch.dtype) -> int:

@@ -2,6 +2,7 @@
 face crop and paste-back nodes around it."""
 import logging
 import os
+from dataclasses import replace
 
 import comfy.latent_formats
 import comfy.model_management
@@ -15,6 +16,7 @@ from ..fye_core.errors import FYEInputError
 from ..fye_core.hunyuan.config import INFERENCE
 from ..fye_core.hunyuan.face import MediaPipeFaces, faces_from_track, track_face
 from ..fye_core.hunyuan.loader import locate_files
+from ..fye_core.hunyuan.models import CFG_BRANCHES
 from ..fye_core.hunyuan.pipeline import (
     HunyuanOptions,
     HunyuanPortrait,
@@ -25,7 +27,9 @@ from ..fye_core.hunyuan.pipeline import (
     reference_tokens,
 )
 from ..fye_core.image import images_to_uint8
+from ..fye_core.memory import MEMORY_MODES, hunyuan_low_memory, hunyuan_step_bytes
 from ..fye_core.sampling.cache import CachePlan
+from .animate import free_memory
 from .convert import FrameProgress
 from .landmarks import FaceTrackType, face_detector
 from .models import DTYPES, hunyuan_dirs, loader_placement
@@ -152,6 +156,11 @@ class HunyuanPortraitAnimate(io.ComfyNode):
                              tooltip="Feature cache: UNet level where the cached branch starts (1 caches the most)."),
                 io.Int.Input("cache_warmup", default=OFF.warmup, min=0, max=100, optional=True,
                              tooltip="Feature cache: first steps always computed whole."),
+                io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True,
+                               tooltip="auto: the three guidance branches one after the other when the device's "
+                                       "free memory is short of them in one batch; low: always (same output, a "
+                                       "little slower); default: never. ComfyUI also streams the weights that do "
+                                       "not fit."),
             ],
             outputs=[io.Image.Output(display_name="images"),
                      io.String.Output(display_name="report",
@@ -162,7 +171,7 @@ class HunyuanPortraitAnimate(io.ComfyNode):
     def execute(cls, hunyuan_portrait, reference, driving, driving_track, steps, appearance_cfg, motion_cfg, seed,
                 context_frames, context_overlap, shift_offset, pad_frames, reference_track=None, cfg_start=0.0,
                 cfg_end=1.0, cfg_reuse=False, cache_interval=OFF.interval, cache_order=OFF.order,
-                cache_depth=OFF.depth, cache_warmup=OFF.warmup) -> io.NodeOutput:
+                cache_depth=OFF.depth, cache_warmup=OFF.warmup, memory="auto") -> io.NodeOutput:
         reference_u8 = images_to_uint8(reference[:1])[0]
         check_reference(reference_u8)
         if (len(driving_track), driving_track.height, driving_track.width) != tuple(driving.shape[:3]):
@@ -175,9 +184,20 @@ class HunyuanPortraitAnimate(io.ComfyNode):
                                  cfg_interval=(cfg_start, cfg_end), cfg_reuse=cfg_reuse,
                                  cache=CachePlan(cache_interval, cache_order, cache_depth, cache_warmup))
         faces = faces_from_track(driving_track)
-        comfy.model_management.load_models_gpu([hunyuan_portrait])
         backend = hunyuan_portrait.model.backend
         models = backend.models
+        height, width = reference_u8.shape[:2]
+        dtype, branches = models.unet.dtype, len(CFG_BRANCHES)
+        # what a step needs besides the weights, all branches batched and one at a time: ComfyUI offloads other
+        # models (and streams ours) to leave that much free
+        comfy.model_management.load_models_gpu(
+            [hunyuan_portrait], memory_required=hunyuan_step_bytes(height, width, context_frames, branches, dtype),
+            minimum_memory_required=hunyuan_step_bytes(height, width, context_frames, 1, dtype))
+        low_memory = hunyuan_low_memory(memory, free_memory(hunyuan_portrait.load_device), height, width,
+                                        context_frames, branches, dtype)
+        options = replace(options, low_memory=low_memory)
+        log.info("HunyuanPortrait memory: %s", "low (guidance branches one after the other)" if low_memory
+                 else "default (guidance branches batched)")
         tokens, identity = reference_tokens(backend, reference_u8, lambda: reference_points(reference_u8,
                                                                                             reference_track))
         if backend.arcface is None:

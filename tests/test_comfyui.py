@@ -341,7 +341,7 @@ def test_a_trainer_checkpoint_with_q_former_and_masked_latents_animates_in_comfy
 @pytest.fixture(scope="module")
 def hunyuan_prompt(host):
     """The shipped HunyuanPortrait workflow on the tiny official-format networks (models/hunyuan_portrait/
-    tiny-hunyuan), 12 driving frames, a 64x64 face crop, 2 steps, 8-frame windows and 2 pad frames."""
+    tiny-hunyuan), 12 driving frames, a 64x64 face crop, 2 steps, 8-frame windows and 2 pad frames, low memory."""
     write_tiny_hunyuan_dir(host.base_dir / "models" / "hunyuan_portrait" / "tiny-hunyuan")
     frames, fps = read_video(shared_path("data", VIDEO))
     write_video(host.input_dir / "driving12.mp4", iter(frames[:12]), fps)
@@ -351,7 +351,9 @@ def hunyuan_prompt(host):
     by_type["FYE_LoadHunyuanPortrait"]["weights"] = "tiny-hunyuan"
     by_type["FYE_FaceCrop"]["size"] = 64
     by_type["LoadVideo"]["file"] = "driving12.mp4"
-    by_type["FYE_HunyuanPortraitAnimate"].update(steps=2, context_frames=8, context_overlap=2, pad_frames=2)
+    # the low-memory mode (branches one after the other) through the host: the same output as batched
+    by_type["FYE_HunyuanPortraitAnimate"].update(steps=2, context_frames=8, context_overlap=2, pad_frames=2,
+                                                 memory="low")
     return prompt
 
 

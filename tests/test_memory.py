@@ -16,6 +16,8 @@ from fye_core.memory import (
     MemoryPlan,
     attention_matrix_bytes,
     decode_bytes,
+    hunyuan_low_memory,
+    hunyuan_step_bytes,
     offload_weights,
     plan_memory,
     step_bytes,
@@ -109,6 +111,19 @@ def test_the_automatic_choice_follows_the_free_memory():
     options = memory_options(AnimationOptions(), "auto", needed // 2, size, size, half)
     assert options.memory == short and options.decode_chunk == short.decode_chunk
     assert options.guidance_plan.batched is False and AnimationOptions().guidance_plan.batched
+
+
+def test_hunyuan_portrait_runs_its_branches_one_at_a_time_when_they_do_not_fit():
+    size, frames, half = 512, 25, torch.float16
+    batched = hunyuan_step_bytes(size, size, frames, 3, half)
+    assert batched == 3 * hunyuan_step_bytes(size, size, frames, 1, half)
+    assert not hunyuan_low_memory("auto", batched, size, size, frames, 3, half)
+    assert hunyuan_low_memory("auto", batched - 1, size, size, frames, 3, half)
+    assert not hunyuan_low_memory("auto", None, size, size, frames, 3, half)  # unknown (a CPU): as released
+    assert hunyuan_low_memory("low", None, size, size, frames, 3, half)
+    assert not hunyuan_low_memory("default", 1, size, size, frames, 3, half)
+    with pytest.raises(FYEInputError, match="memory must be one of"):
+        hunyuan_low_memory("small", None, size, size, frames, 3, half)
 
 
 def test_running_out_of_memory_in_a_window_names_the_option_and_writes_nothing(tmp_path, monkeypatch, capsys):
