@@ -25,7 +25,7 @@ from ..fye_core.models.student import StudentSettings
 from ..fye_core.sampling import FUSE_METHODS, KEYFRAME_CHOICES, PRESETS, SOLVERS, CachePlan, describe_presets
 from .clip_vision import clip_tokens_from_comfy
 from .landmarks import MotionType
-from .models import DTYPES, FOLDER, buffers_to, comfy_layers, loader_placement
+from .models import DTYPES, FOLDER, FP8, buffers_to, comfy_layers, loader_placement, store_blocks_fp8
 
 CATEGORY = "FollowYourEmoji"
 ModelsType = io.Custom("FYE_MODELS")
@@ -74,9 +74,11 @@ class LoadModels(io.ComfyNode):
                 io.Combo.Input("model", options=weight_files(),
                                tooltip="fye.safetensors, or any file of the official (lmk_guider.pth, "
                                        "referencenet.pth, unet.pth) or kijai (FYE_*.safetensors) set."),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
+                io.Combo.Input("dtype", options=["auto", *DTYPES, FP8], default="auto",
                                tooltip="Weights and compute dtype; auto picks what ComfyUI uses for UNets on "
-                                       "this device (fp16 on most GPUs, fp32 on CPU)."),
+                                       "this device (fp16 on most GPUs, fp32 on CPU). fp8_e4m3fn keeps the UNet's "
+                                       "and ReferenceNet's block weights in fp8 (about half their memory, a small "
+                                       "change of the output), computed in fp16 where the GPU has it."),
                 io.Combo.Input("student_lora", options=[NO_STUDENT, *weight_files()], default=NO_STUDENT,
                                optional=True,
                                tooltip="Optional: a distilled student's LoRA (fye train's distill stage, "
@@ -88,11 +90,17 @@ class LoadModels(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, dtype, student_lora=NO_STUDENT) -> io.NodeOutput:
-        load_device, offload_device, dtype = loader_placement(dtype)
+        fp8 = dtype == FP8
+        load_device, offload_device, compute = loader_placement("auto" if fp8 else dtype)
+        if fp8:
+            compute = comfy.model_management.unet_manual_cast(torch.float8_e4m3fn, load_device)
         weights = locate_fye_weights(folder_paths.get_full_path_or_raise(FOLDER, model))
         lora = None if student_lora == NO_STUDENT else folder_paths.get_full_path_or_raise(FOLDER, student_lora)
-        models = load_fye_models(weights, dtype, offload_device, lora)
-        return io.NodeOutput(comfy.model_patcher.ModelPatcher(FYENetworks(models), load_device, offload_device))
+        networks = FYENetworks(load_fye_models(weights, compute, offload_device, lora))
+        if fp8:
+            for network in (networks.fye.unet, networks.fye.referencenet):
+                store_blocks_fp8(network)
+        return io.NodeOutput(comfy.model_patcher.ModelPatcher(networks, load_device, offload_device))
 
 
 class Animate(io.ComfyNode):

@@ -11,6 +11,7 @@ FOLDER = "fye"
 HUNYUAN_FOLDER = "hunyuan_portrait"
 EXTENSIONS = {*folder_paths.supported_pt_extensions, ".task"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+FP8 = "fp8_e4m3fn"  # a storage dtype: computed in ComfyUI's manual-cast dtype for it (fp16 on most GPUs)
 
 
 def register_model_folder() -> None:
@@ -64,6 +65,19 @@ def comfy_layers(network: torch.nn.Module) -> torch.nn.Module:
                 _twins[cls] = type(cls.__name__, (cls, _COMFY_LAYERS[base]), {})
             module.__class__ = _twins[cls]
     return network
+
+
+def store_blocks_fp8(network: torch.nn.Module) -> None:
+    """The weights of the linear and convolution layers inside the UNet's blocks (the bulk of them) kept in fp8
+    (e4m3), each cast to the compute dtype for its forward by its ``comfy.ops`` layer, as ComfyUI's fp8 UNets do;
+    the input and output convolutions, embeddings and norms stay in the compute dtype (and so name it). Run
+    after ``comfy_layers``."""
+    for blocks in (*network.down_blocks, network.mid_block, *network.up_blocks):
+        for module in blocks.modules():
+            if isinstance(module, (comfy.ops.CastWeightBiasOp)) and isinstance(
+                    module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)):
+                module.weight.data = module.weight.data.to(torch.float8_e4m3fn)
+                module.comfy_cast_weights = True
 
 
 def buffers_to(network: torch.nn.Module, device: torch.device) -> None:

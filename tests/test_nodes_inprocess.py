@@ -133,3 +133,47 @@ def test_comfyui_partial_loading_streams_our_layers_with_the_same_output():
     assert result["castable"] == result["weighted"] and result["lowvram"], result
     assert 0 < result["streamed"] < result["castable"], result
     assert result["max_diff"] < 2e-5, result
+
+
+FP8_SCRIPT = PARTIAL_LOAD_SCRIPT.split("expected = ")[0] + r"""
+from fye_pack.nodes.models import store_blocks_fp8
+
+def fp8_networks():
+    networks = FYENetworks(load_tiny_models())
+    for network in (networks.fye.unet, networks.fye.referencenet):
+        store_blocks_fp8(network)
+    return networks
+
+def rounded_models():
+    models = load_tiny_models()
+    reference = fp8_networks()
+    stored = dict(reference.named_parameters())
+    with torch.no_grad():
+        for name, parameter in FYENetworks(models).named_parameters():
+            parameter.copy_(stored[name].float())
+    return models
+
+full = FYENetworks(load_tiny_models())
+networks = fp8_networks()
+patcher = comfy.model_patcher.ModelPatcher(networks, torch.device("cpu"), torch.device("cpu"))
+patcher.load(torch.device("cpu"), lowvram_model_memory=patcher.model_size() // 3)  # streamed as well
+fp8 = [p for p in networks.parameters() if p.dtype == torch.float8_e4m3fn]
+got, expected = run(networks.fye), run(rounded_models())
+print("RESULT " + json.dumps({"fp8_tensors": len(fp8), "size": patcher.model_size(),
+                              "full_size": comfy.model_management.module_size(full),
+                              "unet_dtype": str(networks.fye.unet.dtype),
+                              "max_diff": float((got - expected).abs().max())}))
+"""
+
+
+def test_comfyui_fp8_storage_computes_with_the_fp8_rounded_weights():
+    """FYE Load Models' fp8_e4m3fn: the blocks' weights stored in fp8, cast per forward by comfy.ops (also while
+    partially loaded), give the output of the same weights rounded to fp8 and computed in fp32."""
+    done = subprocess.run([sys.executable, "-c", FP8_SCRIPT, str(REPO_ROOT), str(REPO_ROOT / "tests")],
+                          cwd=COMFYUI_DIR, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result["fp8_tensors"] > 0 and result["unet_dtype"] == "torch.float32", result
+    assert result["size"] < 0.6 * result["full_size"], result
+    assert result["max_diff"] < 2e-5, result
