@@ -65,7 +65,8 @@ class AnimationOptions:
     ``even``-ly or at ``expression`` extremes. ``preset``: ``official``, ``fast`` or ``fastest`` (``PRESETS``);
     ``steps``, ``solver``, ``cfg_interval``, ``cfg_reuse`` and ``cache_*`` override it where not None
     (``speed`` gives the result). ``teacher_steps``: the skipping schedule of a distilled student (solver
-    ``lcm``), which ``student_options`` takes from the student's weights. ``memory``: the default or the
+    ``lcm``) and ``student_timesteps`` the timesteps it was distilled at where chosen, both of which
+    ``student_options`` takes from the student's weights. ``memory``: the default or the
     low-memory computation (``memory_options`` plans it from the free memory)."""
 
     steps: int | None = None
@@ -86,6 +87,7 @@ class AnimationOptions:
     cache_depth: int | None = None
     cache_warmup: int | None = None
     teacher_steps: int = TEACHER_STEPS
+    student_timesteps: tuple[int, ...] | None = None
     memory: MemoryPlan = MemoryPlan()
 
     def __post_init__(self):
@@ -110,7 +112,7 @@ class AnimationOptions:
     def solver_factory(self) -> Solver:
         """A fresh solver for a run with these options."""
         speed = self.speed
-        return make_solver(speed.solver, speed.steps, self.seed, self.teacher_steps)
+        return make_solver(speed.solver, speed.steps, self.seed, self.teacher_steps, self.student_timesteps)
 
     @property
     def guidance_plan(self) -> Guidance:
@@ -136,14 +138,16 @@ def student_options(options: AnimationOptions, student: StudentSettings | None,
     if student is None:
         return options
     return replace(options, solver=options.solver or CONSISTENCY, steps=options.steps or student.steps,
-                   guidance=options.guidance if guidance_given else 1.0, teacher_steps=student.teacher_steps)
+                   guidance=options.guidance if guidance_given else 1.0, teacher_steps=student.teacher_steps,
+                   student_timesteps=student.timesteps)
 
 
 def describe_student(student: StudentSettings, options: AnimationOptions) -> str:
     """One line for logs: what the student was made for and what this run does."""
     speed = options.speed
-    return (f"student: distilled for {student.steps} {CONSISTENCY} steps with guidance {student.guidance:g} folded "
-            f"in; sampling {speed.solver} {speed.steps} steps, cfg {options.guidance:g}")
+    at = f" (timesteps {', '.join(map(str, student.timesteps))})" if student.timesteps else ""
+    return (f"student: distilled for {student.steps} {CONSISTENCY} steps{at} with guidance {student.guidance:g} "
+            f"folded in; sampling {speed.solver} {speed.steps} steps, cfg {options.guidance:g}")
 
 
 class LatentCodec(Protocol):

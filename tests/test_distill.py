@@ -75,6 +75,29 @@ def test_the_student_is_distilled_for_the_jumps_its_sampler_takes():
         solver = make_solver("lcm", steps, teacher_steps=teacher_steps)
         assert segment_ends(steps, teacher_steps).tolist() == [-1, *sorted(solver.timesteps)[:-1]]
         assert set(segment_ends(steps, teacher_steps).tolist()[1:]) <= set(skipping_timesteps(teacher_steps).tolist())
+    # chosen timesteps: with one teacher skip per segment they are the skipping schedule, else they lie on it
+    chosen = (999, 666, 333, 99)
+    assert skipping_timesteps(4, chosen).tolist() == [99, 333, 666, 999]
+    assert segment_ends(4, 4, chosen).tolist() == [-1, 99, 333, 666]
+    assert segment_ends(4, 10, (999, 599, 299, 99)).tolist() == [-1, 99, 299, 599]
+    assert make_solver("lcm", 4, teacher_steps=4, timesteps=chosen).timesteps == list(chosen)
+    assert make_solver("lcm", 2, teacher_steps=4, timesteps=chosen).timesteps == [999, 333]  # LCM's pick by index
+
+
+def test_a_student_distilled_at_chosen_timesteps_learns_and_samples_at_them(tmp_path):
+    config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 3, "teacher_steps": 2, "log_every": 1,
+                                               "distill_timesteps": [999, 199]})
+    trainer = Trainer(config)
+    calls = []
+    trainer.models.unet.register_forward_hook(lambda module, args, out: calls.append(args[1].tolist()))
+    trainer.run()
+    trainer.close()
+    student_calls = [t[0] for t in calls if len(t) == 1]
+    teacher_calls = {t[0] for t in calls if len(t) == 2}
+    assert len(student_calls) == 3 and set(student_calls) <= {999, 199} and teacher_calls <= {999, 199}
+    student = read_student_settings(tmp_path / "run-stagedistill" / STUDENT_FILE)
+    assert student.timesteps == (999, 199)
+    assert student_options(AnimationOptions(), student).solver_factory().timesteps == [999, 199]
 
 
 def test_distilling_from_noise_trains_the_student_on_its_teachers_trajectory(tmp_path):
@@ -183,10 +206,13 @@ def test_a_bad_distill_config_is_refused(tmp_path):
         tiny_training_config(tmp_path, **DISTILL, masked_latents=True)
     with pytest.raises(FYEInputError, match="teacher_steps dividing 1000"):
         tiny_training_config(tmp_path, **DISTILL, teacher_steps=30)
+    for timesteps in ([999], [999, 999], [899, 99], [999, 98]):  # count, order, start, off the 20-step schedule
+        with pytest.raises(FYEInputError, match="distill_timesteps must be distill_steps"):
+            tiny_training_config(tmp_path, **DISTILL, teacher_steps=20, distill_timesteps=timesteps)
 
 
 def test_the_student_file_records_what_it_was_made_for(distilled):
     root, _, _, _ = distilled
     with safe_open(str(root / "uninterrupted" / STUDENT_LORA_FILE), framework="pt") as f:
         assert json.loads(f.metadata()["student"]) == {"steps": 2, "guidance": 3.5, "teacher_steps": 50,
-                                                       "lora_rank": 4}
+                                                       "lora_rank": 4, "timesteps": None}

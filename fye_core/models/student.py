@@ -30,13 +30,19 @@ ADAPTER = "student"
 
 @dataclass(frozen=True)
 class StudentSettings:
-    """What a student was distilled for, recorded in its files: the steps and guidance it samples with and the
-    skipping schedule (``teacher_steps``) its timesteps come from; ``lora_rank`` of its adapter."""
+    """What a student was distilled for, recorded in its files: the steps and guidance it samples with, the
+    skipping schedule (``teacher_steps``) its timesteps come from, or the ``timesteps`` themselves where the
+    distillation chose them (None: the schedule's); ``lora_rank`` of its adapter."""
 
     steps: int
     guidance: float
     teacher_steps: int
     lora_rank: int
+    timesteps: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.timesteps is not None:  # a JSON list in the files
+            object.__setattr__(self, "timesteps", tuple(self.timesteps))
 
     @classmethod
     def from_config(cls, config: dict) -> StudentSettings | None:

@@ -11,7 +11,7 @@ first step sees the same pure noise as DDIM's, and they end on sigma 0 (``final_
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -113,21 +113,29 @@ class ConsistencySolver(DiffusersSolver):
     """Multistep consistency sampling for a distilled student (LCM, Luo et al. 2023): each step maps the latents
     to clean latents through the consistency function (diffusers' LCM scheduler) and noises them again to the
     next step's level; the last step returns the clean latents. Its timesteps come from the skipping schedule of
-    ``teacher_steps`` the student was distilled over.
+    ``teacher_steps`` the student was distilled over, or from the student's own ``timesteps`` (a student distilled
+    at chosen timesteps).
 
     ``eta`` 0 (the default) noises again with the noise the student's own prediction implies, as DDIM does: the
     run stays on the teacher's trajectory from its starting noise, so the student reproduces what the teacher
     makes from the same seed. ``eta`` 1 is LCM's fresh noise (drawn from ``seed``), between the two a mix.
     """
 
-    def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0, eta: float = 0.0):
+    def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0, eta: float = 0.0,
+                 timesteps: Sequence[int] | None = None):
         if not 1 <= steps <= teacher_steps:
             raise FYEInputError(f"a consistency student samples 1 to {teacher_steps} steps (its teacher's skipping "
                                 f"schedule), got {steps}")
         if not 0 <= eta <= 1:
             raise FYEInputError(f"the consistency sampler's eta must be between 0 and 1, got {eta}")
-        self.scheduler = consistency_scheduler(teacher_steps)
-        self.scheduler.set_timesteps(steps)
+        if timesteps:  # as LCM picks from its skipping schedule: evenly by index
+            chosen = [int(timesteps[int(i)]) for i in torch.linspace(0, len(timesteps), steps + 1)[:-1]]
+            # every timestep is on a 1000-step skipping schedule, so the LCM scheduler takes the student's own
+            self.scheduler = consistency_scheduler(1000)
+            self.scheduler.set_timesteps(timesteps=chosen)
+        else:
+            self.scheduler = consistency_scheduler(teacher_steps)
+            self.scheduler.set_timesteps(steps)
         self.timesteps = self.scheduler.timesteps.tolist()
         self._alphas = self.scheduler.alphas_cumprod.double()
         self.generator = torch.Generator().manual_seed(seed)
@@ -161,13 +169,14 @@ def consistency_scheduler(teacher_steps: int = TEACHER_STEPS) -> LCMScheduler:
     return official_scheduler(LCMScheduler, original_inference_steps=teacher_steps)
 
 
-def make_solver(name: str, steps: int, seed: int = 0, teacher_steps: int = TEACHER_STEPS) -> Solver:
-    """A fresh solver of ``steps`` steps (``SOLVERS``); ``seed`` and ``teacher_steps`` are the consistency
-    sampler's (its fresh noise, the student's skipping schedule)."""
+def make_solver(name: str, steps: int, seed: int = 0, teacher_steps: int = TEACHER_STEPS,
+                timesteps: Sequence[int] | None = None) -> Solver:
+    """A fresh solver of ``steps`` steps (``SOLVERS``); ``seed``, ``teacher_steps`` and ``timesteps`` are the
+    consistency sampler's (its fresh noise, the student's skipping schedule and own timesteps)."""
     if name not in SOLVERS:
         raise FYEInputError(f"solver must be one of {SOLVERS}, got {name!r}")
     if name == CONSISTENCY:
-        return ConsistencySolver(steps, teacher_steps, seed)
+        return ConsistencySolver(steps, teacher_steps, seed, timesteps=timesteps)
     schedule = Schedule(steps)  # checks the step count
     return DDIMSolver(schedule) if name == "ddim" else DiffusersSolver(name, steps)
 

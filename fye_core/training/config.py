@@ -78,6 +78,11 @@ class TrainingConfig:
     distill_steps: int = _key(4, "distill: the steps the student is made to sample in (recorded in its files)")
     distill_guidance: float = _key(3.5, "distill: the guidance scale folded into the student (the teacher's CFG at "
                                         "every distillation step; the student then samples without guidance)")
+    distill_timesteps: tuple[int, ...] = _key((), "distill: the timesteps the student samples at, descending from "
+                                                   "999, one per distill step (empty: LCM's, evenly over the skipping "
+                                                   "schedule); on the skipping schedule, or, with teacher_steps = "
+                                                   "distill_steps, the skipping schedule themselves (recorded in its "
+                                                   "files)")
     teacher_steps: int = _key(50, "distill: the skipping schedule, every 1000 / teacher_steps-th timestep: the "
                                   "teacher takes one guided DDIM step of that size")
     teacher_substeps: int = _key(1, "distill: guided DDIM steps the teacher takes over one skip (1 as LCM; more give "
@@ -102,6 +107,15 @@ class TrainingConfig:
             if not 1 <= self.distill_steps <= self.teacher_steps <= 1000 or 1000 % self.teacher_steps:
                 problems.append(f"distill needs 1 <= distill_steps <= teacher_steps, teacher_steps dividing 1000; "
                                 f"got {self.distill_steps} and {self.teacher_steps}")
+            self.distill_timesteps = tuple(self.distill_timesteps)
+            timesteps, stride = self.distill_timesteps, 1000 // max(self.teacher_steps, 1)
+            if timesteps and (len(timesteps) != self.distill_steps or timesteps[0] != 999 or timesteps[-1] < 0
+                              or sorted(set(timesteps), reverse=True) != list(timesteps)
+                              or self.teacher_steps != self.distill_steps and any((t + 1) % stride
+                                                                                  for t in timesteps)):
+                problems.append(f"distill_timesteps must be distill_steps ({self.distill_steps}) timesteps descending "
+                                f"from 999 to 0 or more, on the skipping schedule (every {stride}th) unless "
+                                f"teacher_steps = distill_steps; got {list(timesteps)}")
             if self.lora_rank < 1 or self.teacher_substeps < 1 or not 0 <= self.target_ema_decay < 1 \
                     or self.huber_c < 0:
                 problems.append("distill needs lora_rank >= 1, teacher_substeps >= 1, 0 <= target_ema_decay < 1 and "

@@ -244,8 +244,8 @@ class Trainer:
         if self.distilling:
             add_student_adapter(self.models.unet, config.lora_rank, config.seed)
             self.student = StudentSettings(config.distill_steps, config.distill_guidance, config.teacher_steps,
-                                           config.lora_rank)
-            self.skipping = skipping_timesteps(config.teacher_steps)
+                                           config.lora_rank, config.distill_timesteps or None)
+            self.skipping = skipping_timesteps(config.teacher_steps, config.distill_timesteps)
         device = self.accelerator.device
         vae_path, clip_path = frozen_encoder_paths(config)
         self.codec = load_diffusers_vae(vae_path, device=device)
@@ -266,7 +266,7 @@ class Trainer:
             network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.distill_steps,
                                            config.teacher_steps, config.ffg_weight, config.huber_c,
                                            self.alphas_cumprod, config.teacher_substeps,
-                                           config.distill_from_noise)
+                                           config.distill_from_noise, config.distill_timesteps)
         else:
             network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
