@@ -6,7 +6,8 @@ under ``.cache/test-model/`` beside it. On held-out frames of a trained identity
 the teacher's 30-step ``official`` output (same inputs, same seed; PSNR of the decoded frames):
 
 - ``student_4``: the student, 4 steps of its consistency sampler, no guidance pass (4 UNet evaluations);
-- ``teacher_4``: the teacher itself at 4 DDIM steps with guidance (8 evaluations);
+- ``teacher_4``: the teacher itself at 4 DDIM steps with guidance (8 evaluations), as ``--steps 4`` runs it;
+- ``teacher_4_student_timesteps``: the teacher's 4 guided DDIM steps at the student's timesteps (8 evaluations);
 - ``fastest_same_evals``: the best training-free setting of the speed presets at the student's 4 evaluations
   (each candidate is printed; the JSON also names the best).
 
@@ -143,12 +144,16 @@ def main() -> None:
 
     official = run(teacher, *inputs, base)
     outputs = {"student_4": run(distilled, *inputs, student_options(base, settings)),
-               "teacher_4": run(teacher, *inputs, AnimationOptions(context_frames=FRAMES, steps=STUDENT_STEPS))}
+               "teacher_4": run(teacher, *inputs, AnimationOptions(context_frames=FRAMES, steps=STUDENT_STEPS)),
+               # the teacher's guided DDIM at the student's own timesteps (its consistency sampler: c_skip ~ 0)
+               "teacher_4_student_timesteps": run(teacher, *inputs,
+                                                  student_options(base, settings, guidance_given=True))}
     candidates = {name: run(teacher, *inputs, AnimationOptions(context_frames=FRAMES, **overrides))
                   for name, overrides in SAME_EVALS.items()}
     scores = {name: video_metrics(video, official)["psnr"] for name, video in {**outputs, **candidates}.items()}
     best = max(SAME_EVALS, key=scores.get)
     results = {"student_4": scores["student_4"], "teacher_4": scores["teacher_4"],
+               "teacher_4_student_timesteps": scores["teacher_4_student_timesteps"],
                "fastest_same_evals": scores[best], "fastest_same_evals_setting": best,
                "same_evals": {name: scores[name] for name in SAME_EVALS},
                "ssim": {name: video_metrics(video, official)["ssim"] for name, video in outputs.items()},
