@@ -82,6 +82,8 @@ def test_the_student_is_distilled_for_the_jumps_its_sampler_takes():
     assert segment_ends(4, 10, (999, 599, 299, 99)).tolist() == [-1, 99, 299, 599]
     assert make_solver("lcm", 4, teacher_steps=4, timesteps=chosen).timesteps == list(chosen)
     assert make_solver("lcm", 2, teacher_steps=4, timesteps=chosen).timesteps == [999, 333]  # LCM's pick by index
+    with pytest.raises(FYEInputError, match="1 to 4 steps \\(its own timesteps\\)"):
+        make_solver("lcm", 5, teacher_steps=10, timesteps=chosen)
 
 
 def test_a_student_distilled_at_chosen_timesteps_learns_and_samples_at_them(tmp_path):

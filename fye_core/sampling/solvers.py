@@ -123,13 +123,14 @@ class ConsistencySolver(DiffusersSolver):
 
     def __init__(self, steps: int, teacher_steps: int = TEACHER_STEPS, seed: int = 0, eta: float = 0.0,
                  timesteps: Sequence[int] | None = None):
-        if not 1 <= steps <= teacher_steps:
-            raise FYEInputError(f"a consistency student samples 1 to {teacher_steps} steps (its teacher's skipping "
-                                f"schedule), got {steps}")
+        most, source = (len(timesteps), "its own timesteps") if timesteps else \
+            (teacher_steps, "its teacher's skipping schedule")
+        if not 1 <= steps <= most:
+            raise FYEInputError(f"a consistency student samples 1 to {most} steps ({source}), got {steps}")
         if not 0 <= eta <= 1:
             raise FYEInputError(f"the consistency sampler's eta must be between 0 and 1, got {eta}")
         if timesteps:  # as LCM picks from its skipping schedule: evenly by index
-            chosen = [int(timesteps[int(i)]) for i in torch.linspace(0, len(timesteps), steps + 1)[:-1]]
+            chosen = [int(timesteps[step * len(timesteps) // steps]) for step in range(steps)]
             # every timestep is on a 1000-step skipping schedule, so the LCM scheduler takes the student's own
             self.scheduler = consistency_scheduler(1000)
             self.scheduler.set_timesteps(timesteps=chosen)

@@ -107,12 +107,12 @@ class TrainingConfig:
             if not 1 <= self.distill_steps <= self.teacher_steps <= 1000 or 1000 % self.teacher_steps:
                 problems.append(f"distill needs 1 <= distill_steps <= teacher_steps, teacher_steps dividing 1000; "
                                 f"got {self.distill_steps} and {self.teacher_steps}")
-            self.distill_timesteps = tuple(self.distill_timesteps)
-            timesteps, stride = self.distill_timesteps, 1000 // max(self.teacher_steps, 1)
-            if timesteps and (len(timesteps) != self.distill_steps or timesteps[0] != 999 or timesteps[-1] < 0
-                              or sorted(set(timesteps), reverse=True) != list(timesteps)
-                              or self.teacher_steps != self.distill_steps and any((t + 1) % stride
-                                                                                  for t in timesteps)):
+            self.distill_timesteps = timesteps = tuple(self.distill_timesteps)
+            stride = 1000 // max(self.teacher_steps, 1)
+            well_formed = (len(timesteps) == self.distill_steps > 0 and timesteps[0] == 999 and timesteps[-1] >= 0
+                           and sorted(set(timesteps), reverse=True) == list(timesteps))
+            on_schedule = self.teacher_steps == self.distill_steps or all((t + 1) % stride == 0 for t in timesteps)
+            if timesteps and not (well_formed and on_schedule):
                 problems.append(f"distill_timesteps must be distill_steps ({self.distill_steps}) timesteps descending "
                                 f"from 999 to 0 or more, on the skipping schedule (every {stride}th) unless "
                                 f"teacher_steps = distill_steps; got {list(timesteps)}")

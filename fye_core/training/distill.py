@@ -95,7 +95,7 @@ def segment_ends(distill_steps: int, teacher_steps: int, timesteps: Sequence[int
     """The ends of the student's segments, ascending: the timesteps its sampler steps to (-1: the clean latents).
     They are the consistency sampler's own timesteps, so a student is distilled for exactly the jumps it takes."""
     solver = ConsistencySolver(distill_steps, teacher_steps, timesteps=timesteps)
-    return torch.tensor([-1, *sorted(round(t) for t in solver.timesteps)[:-1]])
+    return torch.tensor([-1, *sorted(solver.timesteps)[:-1]])
 
 
 def huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
