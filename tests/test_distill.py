@@ -1,6 +1,7 @@
 """The distill stage and the consistency sampler on the tiny seeded networks and real frames (CPU)."""
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -20,7 +21,15 @@ from fye_core.landmarks import save_template
 from fye_core.models import load_fye
 from fye_core.models.bundle import load_fye_models
 from fye_core.models.image_encoder import clip_pixel_values, encode_clip_tokens, load_clip_image_encoder
-from fye_core.models.student import StudentSettings, read_student_lora, read_student_settings
+from fye_core.models.student import (
+    LORA_FORMAT,
+    StudentSettings,
+    add_student_adapter,
+    lora_state,
+    merged_student,
+    read_student_lora,
+    read_student_settings,
+)
 from fye_core.sampling import ConsistencySolver, make_solver, sample
 from fye_core.training.data import FaceClipDataset, load_run_videos
 from fye_core.training.distill import segment_ends, skipping_timesteps
@@ -136,6 +145,10 @@ def test_distilling_writes_the_student_as_full_weights_and_as_a_lora(distilled):
     student = StudentSettings(steps=2, guidance=3.5, teacher_steps=50, lora_rank=4)
     assert read_student_settings(output / STUDENT_FILE) == student
     assert read_student_lora(output / STUDENT_LORA_FILE)[1] == student
+    adapted = {key.split(".lora_")[0] for key in read_student_lora(output / STUDENT_LORA_FILE)[0]}
+    assert {"conv_in", "conv_out", "time_embedding.linear_1", "down_blocks.0.attentions.0.proj_in",
+            "down_blocks.0.downsamplers.0.conv",
+            "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q"} <= adapted  # every layer
     lora_size, full_size = ((output / name).stat().st_size for name in (STUDENT_LORA_FILE, STUDENT_FILE))
     assert lora_size < full_size / 4
     # the checkpoint's models file is the merged student too: it loads as plain FYE weights
@@ -168,6 +181,32 @@ def test_the_student_as_a_lora_and_merged_gives_the_same_frames(distilled, tiny_
     frames = [animate(models, codec, tokens, reference, landmarks, options) for models in (merged, as_lora, teacher)]
     np.testing.assert_allclose(frames[0].astype(float), frames[1].astype(float), atol=1)  # uint8 rounding
     assert np.abs(frames[0].astype(float) - frames[2].astype(float)).max() > 1  # the adapter does something
+
+
+def test_a_student_lora_on_fewer_layers_loads_on_the_layers_its_file_names(distilled, tmp_path):
+    """Files made when the student adapted fewer layers than now (LCM-LoRA's attention and residual ones) record
+    those; loading one merges exactly its own layers."""
+    from safetensors.torch import save_file
+
+    root, _, _, _ = distilled
+    teacher = root / "models" / "fye.safetensors"
+    earlier_targets = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "conv1", "conv2"]
+    settings = StudentSettings(steps=2, guidance=3.5, teacher_steps=50, lora_rank=4)
+    made = load_fye_models(teacher)
+    add_student_adapter(made.unet, 4, 0, earlier_targets)
+    with torch.no_grad():
+        for name, parameter in made.unet.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    tensors = lora_state(made.unet)
+    assert not any("conv_in" in key or "proj_in" in key for key in tensors)
+    save_file(tensors, str(tmp_path / "earlier.safetensors"), metadata={
+        "format": LORA_FORMAT, "student": json.dumps(asdict(settings)), "targets": json.dumps(earlier_targets)})
+    expected = merged_student(made, settings).unet.state_dict()
+    loaded = load_fye_models(teacher, student_lora=tmp_path / "earlier.safetensors")
+    assert StudentSettings.from_config(loaded.config) == settings
+    for key, value in loaded.unet.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6, msg=key)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """A distilled few-step student: what it was made for, its LoRA file, and putting it onto its teacher's weights.
 
-The student is the teacher's UNet with a LoRA (peft) on its attention, feed-forward and residual layers
-(``fye train``'s distill stage makes it). It ships as full FYE weights (the adapter merged; the config
+The student is the teacher's UNet with a LoRA (peft) on every linear and convolution layer (``fye train``'s
+distill stage makes it). It ships as full FYE weights (the adapter merged; the config
 records the student) or as the adapter alone, a small file for the teacher's weights.
 """
 from __future__ import annotations
@@ -20,11 +20,14 @@ from ..files import atomic_output
 from .checkpoints import FYEModels, safetensors_metadata
 
 LORA_FORMAT = "fye-student-lora/1"
-# The layers the student's LoRA adapts: attention projections, feed-forwards and the residual blocks' convolutions
-# and time projections, in the spatial layers and the motion modules (LCM-LoRA's choice for SD-1.5 less the
-# transformers' proj_in/proj_out, which diffusers' motion modules call with a keyword peft's layers do not take).
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut",
-                "time_emb_proj")
+# The layers the student's LoRA adapts (peft's regular expression over module names): every linear and convolution
+# layer of the UNet, the spatial and the motion modules' (attention projections, feed-forwards, the residual
+# blocks' convolutions and time projections, conv_in / conv_out, the samplers' convolutions, the time embedding and
+# the spatial transformers' proj_in / proj_out), less the motion modules' proj_in / proj_out, which diffusers calls
+# with a keyword peft's layers do not take. Every layer, not LCM-LoRA's attention and residual layers alone: on the
+# test model those alone hold half of what a student learns (bench/distill.py, README).
+LORA_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2|conv1|conv2|conv_shortcut|time_emb_proj"
+                r"|conv_in|conv_out|samplers\.0\.conv|time_embedding\.linear_\d|attentions\.\d+\.proj_(in|out))")
 ADAPTER = "student"
 
 
@@ -60,15 +63,15 @@ def read_student_settings(weights, student_lora: str | os.PathLike | None = None
     return StudentSettings.from_config(json.loads(safetensors_metadata(weights).get("config", "{}")))
 
 
-def add_student_adapter(unet: nn.Module, rank: int, seed: int) -> None:
-    """Injects the student's LoRA (``rank``, alpha = rank) into the UNet; its B matrices start at zero, so the
-    student starts as the teacher."""
+def add_student_adapter(unet: nn.Module, rank: int, seed: int, targets: str | list[str] = LORA_TARGETS) -> None:
+    """Injects the student's LoRA (``rank``, alpha = rank, on the ``targets`` layers) into the UNet; its B matrices
+    start at zero, so the student starts as the teacher."""
     from peft import LoraConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
-                                    target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER)
+                                    target_modules=targets), adapter_name=ADAPTER)
 
 
 def lora_state(unet: nn.Module) -> dict[str, torch.Tensor]:
@@ -87,7 +90,7 @@ def save_student_lora(unet: nn.Module, settings: StudentSettings, path: str | os
 
     tensors = values if values is not None else lora_state(unet)
     metadata = {"format": LORA_FORMAT, "student": json.dumps(asdict(settings)),
-                "targets": json.dumps(list(LORA_TARGETS))}
+                "targets": json.dumps(LORA_TARGETS)}
     with atomic_output(path) as tmp:
         save_file({key: tensor.float().contiguous() for key, tensor in tensors.items()}, str(tmp), metadata=metadata)
     return Path(path)
@@ -111,7 +114,9 @@ def apply_student_lora(models: FYEModels, path: str | os.PathLike) -> StudentSet
     from peft.utils import set_peft_model_state_dict
 
     tensors, settings = read_student_lora(path)
-    add_student_adapter(models.unet, settings.lora_rank, 0)
+    # the layers it was made on: files from before every layer was adapted name fewer
+    targets = json.loads(safetensors_metadata(path).get("targets", json.dumps(LORA_TARGETS)))
+    add_student_adapter(models.unet, settings.lora_rank, 0, targets)
     dtype = next(models.unet.parameters()).dtype
     result = set_peft_model_state_dict(models.unet, {k: v.to(dtype) for k, v in tensors.items()},
                                        adapter_name=ADAPTER)

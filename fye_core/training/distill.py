@@ -1,8 +1,8 @@
 """Latent consistency distillation (LCM, Luo et al. 2023) of a trained FYE into a few-step student, in its
 multistep form (Multistep Consistency Models, Heek et al. 2024).
 
-The teacher is the trained FYE, frozen. The student is the same UNet with a LoRA (peft) on its attention, feed-
-forward and residual layers: with the adapter off it is the teacher, so one UNet serves both. Each step draws a
+The teacher is the trained FYE, frozen. The student is the same UNet with a LoRA (peft) on every linear and
+convolution layer (``LORA_TARGETS``): with the adapter off it is the teacher, so one UNet serves both. Each step draws a
 timestep t from the skipping schedule of ``teacher_steps`` (every k = 1000 / teacher_steps-th), noises the clip's
 latents to t, and lets the teacher take guided DDIM steps to t - k (one, as LCM, or ``teacher_substeps``: a more
 exact target for a coarser skipping schedule, so a shorter chain of targets).
