@@ -1,8 +1,8 @@
 """A distilled few-step student: what it was made for, its LoRA file, and putting it onto its teacher's weights.
 
 The student is the teacher's UNet with a LoRA (peft) on every linear and convolution layer (``fye train``'s
-distill stage makes it). It ships as full FYE weights (the adapter merged; the config
-records the student) or as the adapter alone, a small file for the teacher's weights.
+distill stage makes it). It ships as full FYE weights (the adapter merged; the config records the student) or as
+the adapter alone, a small file for the teacher's weights.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LORA_FORMAT = "fye-student-lora/1"
 # blocks' convolutions and time projections, conv_in / conv_out, the samplers' convolutions, the time embedding and
 # the spatial transformers' proj_in / proj_out), less the motion modules' proj_in / proj_out, which diffusers calls
 # with a keyword peft's layers do not take. Every layer, not LCM-LoRA's attention and residual layers alone: on the
-# test model those alone hold half of what a student learns (bench/distill.py, README).
+# test model a student needs the changes of both kinds of layer (README, "How the student got there").
 LORA_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.0\.proj|ff\.net\.2|conv1|conv2|conv_shortcut|time_emb_proj"
                 r"|conv_in|conv_out|samplers\.0\.conv|time_embedding\.linear_\d|attentions\.\d+\.proj_(in|out))")
 ADAPTER = "student"
