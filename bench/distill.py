@@ -137,17 +137,21 @@ def main() -> None:
     teacher_files = locate_model_files(test_model.test_model_dir(args.variant))
     held = test_model.held_out(args.variant, frames=FRAMES)
     clip_encoder = load_clip_image_encoder(teacher_files.clip)
-    tokens = encode_clip_tokens(clip_encoder, clip_pixel_values(held.reference))
     codec = load_diffusers_vae(teacher_files.vae)
     teacher = load_fye_models(teacher_files.fye)
     distilled = load_fye_models(student / "fye.safetensors")
     settings = StudentSettings.from_config(distilled.config)
-    inputs = (codec, tokens, held.reference, held.landmarks)
     base = AnimationOptions(context_frames=FRAMES)
+    student_4, teacher_4 = student_options(base, settings), AnimationOptions(context_frames=FRAMES, steps=STUDENT_STEPS)
 
+    def inputs_of(clip):
+        tokens = encode_clip_tokens(clip_encoder, clip_pixel_values(clip.reference))
+        return codec, tokens, clip.reference, clip.landmarks
+
+    inputs = inputs_of(held)
     official = run(teacher, *inputs, base)
-    outputs = {"student_4": run(distilled, *inputs, student_options(base, settings)),
-               "teacher_4": run(teacher, *inputs, AnimationOptions(context_frames=FRAMES, steps=STUDENT_STEPS)),
+    outputs = {"student_4": run(distilled, *inputs, student_4),
+               "teacher_4": run(teacher, *inputs, teacher_4),
                # the teacher's guided DDIM at the student's own timesteps (its consistency sampler: c_skip ~ 0)
                "teacher_4_student_timesteps": run(teacher, *inputs,
                                                   student_options(base, settings, guidance_given=True))}
@@ -159,16 +163,11 @@ def main() -> None:
     other_videos = {}
     for video in test_model.held_out_videos(args.variant):
         if video != held.video:
-            other = test_model.held_out(args.variant, video, frames=FRAMES)
-            other_tokens = encode_clip_tokens(clip_encoder, clip_pixel_values(other.reference))
-            other_inputs = (codec, other_tokens, other.reference, other.landmarks)
+            other_inputs = inputs_of(test_model.held_out(args.variant, video, frames=FRAMES))
             other_official = run(teacher, *other_inputs, base)
-            other_videos[video] = {
-                "student_4": video_metrics(run(distilled, *other_inputs, student_options(base, settings)),
-                                           other_official)["psnr"],
-                "teacher_4": video_metrics(run(teacher, *other_inputs,
-                                               AnimationOptions(context_frames=FRAMES, steps=STUDENT_STEPS)),
-                                           other_official)["psnr"]}
+            other_videos[video] = {name: video_metrics(run(models, *other_inputs, options), other_official)["psnr"]
+                                   for name, models, options in (("student_4", distilled, student_4),
+                                                                 ("teacher_4", teacher, teacher_4))}
     results = {"student_4": scores["student_4"], "teacher_4": scores["teacher_4"],
                "teacher_4_student_timesteps": scores["teacher_4_student_timesteps"],
                "fastest_same_evals": scores[best], "fastest_same_evals_setting": best,
