@@ -88,6 +88,19 @@ def test_fp8_storage_computes_with_the_fp8_rounded_weights(inputs):
     torch.testing.assert_close(run(stored, inputs), run(rounded, inputs), atol=2e-5, rtol=0)
 
 
+def test_the_networks_report_the_dtype_diffusers_does():
+    from diffusers.models.modeling_utils import get_parameter_dtype
+    from models_fixtures import load_tiny_models
+
+    models = load_tiny_models()
+    for network in (models.unet, models.referencenet):
+        assert network.dtype == get_parameter_dtype(network) == torch.float32
+        network.to(torch.bfloat16)
+        assert network.dtype == get_parameter_dtype(network) == torch.bfloat16
+        network.enable_layerwise_casting(compute_dtype=torch.float32)  # fp8 storage, fp32 compute
+        assert network.dtype == get_parameter_dtype(network) == torch.float32
+
+
 def test_the_automatic_choice_follows_the_free_memory():
     size, frames, half = 512, 24, torch.float16
     needed = step_bytes(size, size, frames, 2, half)

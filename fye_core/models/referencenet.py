@@ -9,6 +9,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from .compute_dtype import ComputeDtype
 from .configs import CLIP_TOKEN_DIM
 
 
@@ -26,7 +27,7 @@ def transformer_blocks_in_forward_order(unet: nn.Module) -> list[nn.Module]:
             for block in attention.transformer_blocks]
 
 
-class ReferenceNet(UNet2DConditionModel):
+class ReferenceNet(ComputeDtype, UNet2DConditionModel):
     """SD-1.5 UNet plus the official ``clip_fc`` (CLIP ViT-L tokens 1024 -> 768).
 
     The parts the official network never computes are removed, so loading needs no weights for them:

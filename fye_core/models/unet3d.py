@@ -15,11 +15,12 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 from .attention import ContextAttnProcessor, PerFrameGroupNorm, ReferenceAttnProcessor
+from .compute_dtype import ComputeDtype
 from .configs import CLIP_TOKEN_DIM, LATENT_CHANNELS
 from .referencenet import transformer_blocks_in_forward_order
 
 
-class MotionUNet(UNetMotionModel):
+class MotionUNet(ComputeDtype, UNetMotionModel):
     def __init__(self, **config):
         super().__init__(**config)
         self.clip_fc = nn.Linear(CLIP_TOKEN_DIM, config["cross_attention_dim"])
