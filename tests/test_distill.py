@@ -136,6 +136,25 @@ def test_distilling_from_noise_trains_the_student_on_its_teachers_trajectory(tmp
     assert {step[-1][1][0] for step in steps} == {999, 499}  # both segments drawn
 
 
+def test_distilling_along_the_whole_trajectory_trains_every_skip_of_one_teacher_run(tmp_path):
+    config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 2, "teacher_steps": 2, "log_every": 1,
+                                               "distill_from_noise": True, "distill_whole_trajectory": True})
+    trainer = Trainer(config)
+    calls = []
+    trainer.models.unet.register_forward_hook(
+        lambda module, args, out: calls.append((args[0].detach().clone(), args[1].tolist())))
+    trainer.run()
+    trainer.close()
+    # a step: the teacher's skips from the noise (999 -> 499 -> clean, both guidance halves), then the student
+    # once, at both skips' starts as one batch
+    assert [t for _, t in calls] == [[999, 999], [499, 499], [999, 499]] * 2
+    for step in (calls[:3], calls[3:]):
+        (noise, _), (at_499, _), (student, _) = step
+        assert torch.equal(student[:1], noise[:1]) and torch.equal(student[1:], at_499[:1])
+    with pytest.raises(FYEInputError, match="set distill_from_noise = true"):
+        tiny_training_config(tmp_path, **{**DISTILL, "distill_whole_trajectory": True})
+
+
 def test_distilling_writes_the_student_as_full_weights_and_as_a_lora(distilled):
     root, config, log, _ = distilled
     output = root / "uninterrupted"

@@ -90,6 +90,10 @@ class TrainingConfig:
     distill_from_noise: bool = _key(False, "distill: the student learns at the states of its teacher's guided "
                                            "trajectory from pure noise (the ones it meets when sampling) instead "
                                            "of at the clip's noised latents")
+    distill_whole_trajectory: bool = _key(False, "distill, with distill_from_noise: each draw follows the teacher's "
+                                                 "trajectory from pure noise to the clean latents and the student "
+                                                 "learns at every skip on it (teacher_steps states a draw, batched, "
+                                                 "for the teacher's cost of one trajectory)")
     lora_rank: int = _key(64, "distill: rank of the student's LoRA")
     target_ema_decay: float = _key(0.95, "distill: decay of the target network, an EMA of the student")
     huber_c: float = _key(0.001, "distill: the pseudo-Huber constant of the consistency distance (0 = squared "
@@ -116,6 +120,9 @@ class TrainingConfig:
                 problems.append(f"distill_timesteps must be distill_steps ({self.distill_steps}) timesteps descending "
                                 f"from 999 to 0 or more, on the skipping schedule (every {stride}th) unless "
                                 f"teacher_steps = distill_steps; got {list(timesteps)}")
+            if self.distill_whole_trajectory and not self.distill_from_noise:
+                problems.append("distill_whole_trajectory learns along the teacher's trajectory from pure noise: set "
+                                "distill_from_noise = true as well")
             if self.lora_rank < 1 or self.teacher_substeps < 1 or not 0 <= self.target_ema_decay < 1 \
                     or self.huber_c < 0:
                 problems.append("distill needs lora_rank >= 1, teacher_substeps >= 1, 0 <= target_ema_decay < 1 and "

@@ -266,7 +266,8 @@ class Trainer:
             network = DistillationNetworks(self.models, self.target, config.distill_guidance, config.distill_steps,
                                            config.teacher_steps, config.ffg_weight, config.huber_c,
                                            self.alphas_cumprod, config.teacher_substeps,
-                                           config.distill_from_noise, config.distill_timesteps)
+                                           config.distill_from_noise, config.distill_timesteps,
+                                           config.distill_whole_trajectory)
         else:
             network = TrainingNetworks(self.models, config.ffg_weight)
         optimizer = torch.optim.AdamW(self.trained_parameters, lr=config.learning_rate,
