@@ -95,14 +95,21 @@ def test_the_student_is_distilled_for_the_jumps_its_sampler_takes():
         make_solver("lcm", 5, teacher_steps=10, timesteps=chosen)
 
 
+def unet_calls(config) -> list[tuple[torch.Tensor, list[int]]]:
+    """(latents, timesteps) of every UNet call of a training run, teacher's and student's, in order."""
+    trainer = Trainer(config)
+    calls = []
+    trainer.models.unet.register_forward_hook(
+        lambda module, args, out: calls.append((args[0].detach().clone(), args[1].tolist())))
+    trainer.run()
+    trainer.close()
+    return calls
+
+
 def test_a_student_distilled_at_chosen_timesteps_learns_and_samples_at_them(tmp_path):
     config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 3, "teacher_steps": 2, "log_every": 1,
                                                "distill_timesteps": [999, 199]})
-    trainer = Trainer(config)
-    calls = []
-    trainer.models.unet.register_forward_hook(lambda module, args, out: calls.append(args[1].tolist()))
-    trainer.run()
-    trainer.close()
+    calls = [t for _, t in unet_calls(config)]
     student_calls = [t[0] for t in calls if len(t) == 1]
     teacher_calls = {t[0] for t in calls if len(t) == 2}
     assert len(student_calls) == 3 and set(student_calls) <= {999, 199} and teacher_calls <= {999, 199}
@@ -114,12 +121,7 @@ def test_a_student_distilled_at_chosen_timesteps_learns_and_samples_at_them(tmp_
 def test_distilling_from_noise_trains_the_student_on_its_teachers_trajectory(tmp_path):
     config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 3, "teacher_steps": 2, "log_every": 1,
                                                "distill_from_noise": True})
-    trainer = Trainer(config)
-    calls = []
-    trainer.models.unet.register_forward_hook(
-        lambda module, args, out: calls.append((args[0].detach().clone(), args[1].tolist())))
-    trainer.run()
-    trainer.close()
+    calls = unet_calls(config)
     steps, current = [], []
     for x, t in calls:  # the teacher's calls take both guidance halves (2 items), the student's one item
         current.append((x, t))
@@ -139,12 +141,7 @@ def test_distilling_from_noise_trains_the_student_on_its_teachers_trajectory(tmp
 def test_distilling_along_the_whole_trajectory_trains_every_skip_of_one_teacher_run(tmp_path):
     config = tiny_training_config(tmp_path, **{**DISTILL, "steps": 2, "teacher_steps": 2, "log_every": 1,
                                                "distill_from_noise": True, "distill_whole_trajectory": True})
-    trainer = Trainer(config)
-    calls = []
-    trainer.models.unet.register_forward_hook(
-        lambda module, args, out: calls.append((args[0].detach().clone(), args[1].tolist())))
-    trainer.run()
-    trainer.close()
+    calls = unet_calls(config)
     # a step: the teacher's skips from the noise (999 -> 499 -> clean, both guidance halves), then the student
     # once, at both skips' starts as one batch
     assert [t for _, t in calls] == [[999, 999], [499, 499], [999, 499]] * 2
