@@ -21,10 +21,11 @@ full variant, and ``small.toml``, what the small variant changes in them):
    weights, decoded by the same trained VAE) -> ``learned.json`` and ``learned.png`` (per video, rows: reference
    then the real frames | landmark frames | trained sample | untrained sample).
 
-Precision (measured on the 2-core CPU): the trainer runs in fp32, accelerate's bf16 autocast being no faster for
-networks this narrow (0.96 vs 0.97 s per stage-1 step, 0.98 vs 0.83 s per stage-2 step); the VAE trains under
-bf16 autocast (0.87 vs 1.1 s per step). Everything is seeded and runs on ``threads`` CPU threads: building twice
-on one machine gives bit-identical weights. The build goes to
+Precision: everything trains in fp32. On a CPU with bf16 instructions accelerate's bf16 autocast is no faster for
+networks this narrow (0.96 vs 0.97 s per stage-1 step, 0.98 vs 0.83 s per stage-2 step; the VAE 0.87 vs 1.1 s);
+on one without them bf16 is emulated, about 50 times slower than fp32, and its rounding differs from the native
+instructions', so a bf16 build would differ from machine to machine. Everything is seeded and runs on ``threads``
+CPU threads: building twice on one machine gives bit-identical weights. The build goes to
 ``.cache/test-model/<variant>-<hash of the recipe files and this script>/`` (built in a hidden sibling folder and
 renamed when complete), which is the models folder ``fye animate --models`` takes. The hash does not cover
 ``fye_core``: after a change to the trainer or the networks that should show, build again with ``--rebuild``.

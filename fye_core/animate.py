@@ -158,11 +158,23 @@ class LatentCodec(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
+def _contiguous_output(module, args, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous()
+
+
 class DiffusersVAE:
     """A diffusers AutoencoderKL as a ``LatentCodec``: the posterior mean, scaled, as the official code."""
 
     def __init__(self, vae):
+        from diffusers.models.attention_processor import Attention
+
         self.vae = vae
+        # diffusers' mid-block attention hands back its 4-D output channels-last strided, and every GroupNorm after
+        # it then takes the CPU's channels-last path, which loses precision at large means (golden/models README):
+        # up to 8e-5 on the decoder's last norms, differing with the batch size; contiguous, 1e-6 of float64
+        for module in vae.modules():
+            if isinstance(module, Attention):
+                module.register_forward_hook(_contiguous_output)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         # contiguous NCHW: GroupNorm on channels-last input is inaccurate on CPU (golden/models README)

@@ -52,8 +52,20 @@ def fixtures() -> dict[str, torch.Tensor]:
     return load_file(str(golden_path("fixtures.safetensors")))
 
 
+# The README's per-fixture atol is measured on the generator's CPU (an AMD EPYC; every one holds on AVX-512 CPUs),
+# where most fixtures reproduce bit for bit. ATen and oneDNN sum in another order at another vector width: on an
+# AVX2-only CPU the head-pose translation parts by 1.8e-6 (its own float64 gap is 5.9e-6) and the first DINO block by
+# 1.3e-6. There the README's other statement holds: "fp32 parity <= 1e-5 holds for every float fixture" (its section
+# 12; the rotations and the large latents have their own, looser atol).
+GENERATOR_CPU_CAPABILITY = "AVX512"
+FP32_PARITY = 1e-5
+
+
 def tolerance(name: str) -> float:
-    return json.loads(golden_path("tolerances.json").read_text())[name]["recommended_atol"]
+    atol = json.loads(golden_path("tolerances.json").read_text())[name]["recommended_atol"]
+    if torch.backends.cpu.get_cpu_capability() != GENERATOR_CPU_CAPABILITY:
+        return max(atol, FP32_PARITY)
+    return atol
 
 
 def calls() -> dict:
