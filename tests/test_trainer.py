@@ -40,7 +40,8 @@ def overfit(config, steps: int) -> tuple[dict, dict]:
 
 
 def test_stage_1_overfits_a_few_frames_with_the_q_former(tmp_path):
-    config = tiny_training_config(tmp_path, stage=1, frames=4, steps=150, learning_rate=5e-4, qformer=TINY_QFORMER)
+    config = tiny_training_config(tmp_path, stage=1, frames=4, size=64, steps=150, learning_rate=5e-4,
+                                  qformer=TINY_QFORMER)
     before, after = overfit(config, config.steps)
     assert after["ldm"] <= before["ldm"] / 2 and after["ffg"] <= before["ffg"] / 2, (before, after)
 
@@ -50,14 +51,15 @@ def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
     face (fye_temple), so that the frozen spatial layers are trained ones and the motion modules (with the
     widened conv_in) must learn lp_d0's clip through them. From the random golden networks the frozen random
     output layers cap L_LDM near half its start whatever the motion modules learn."""
-    pretraining = Trainer(tiny_training_config(tmp_path, stage=1, frames=4, video="fye_temple", steps=250,
+    pretraining = Trainer(tiny_training_config(tmp_path, stage=1, frames=4, video="fye_temple", size=64, steps=250,
                                                learning_rate=5e-4))
     try:
         stage_1 = pretraining.run() / MODELS_FILE
     finally:
         pretraining.close()
     models = tmp_path / "models"
-    config = tiny_training_config(tmp_path, stage=2, frames=4, steps=120, learning_rate=2e-3, masked_latents=True,
+    config = tiny_training_config(tmp_path, stage=2, frames=4, size=64, steps=120, learning_rate=2e-3,
+                                  masked_latents=True,
                                   init=str(stage_1), vae=str(models / "sd-vae-ft-mse"),
                                   clip=str(models / "image_encoder"))
     before, after = overfit(config, config.steps)
