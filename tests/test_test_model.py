@@ -14,7 +14,7 @@ import test_model as recipe  # noqa: E402
 
 @pytest.fixture(scope="module")
 def small():
-    """The small variant's models folder, built once into .cache/test-model (about 3 minutes) and reused."""
+    """The small variant's models folder, built once into .cache/test-model (about 6 minutes on 2 cores) and reused."""
     for name in ("fye_temple_driving.mp4", "lp_d0_driving.mp4", "lp_d11_driving_long.mp4"):
         shared_path("data", name)
     shared_path(*FACE_LANDMARKER)

@@ -342,8 +342,11 @@ class Trainer:
 
     def batches(self, first_step: int = 0) -> Iterator[dict]:
         """The micro-batches from optimizer step ``first_step`` on (the ones before are skipped unread)."""
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.batch_size,
-                                             num_workers=self.config.dataloader_workers)
+        # spawned, not forked workers: a worker forked after the validation decoded video deadlocks in FFmpeg's
+        # scaler (its threads do not exist in the child; seen hanging in to_ndarray under torchrun)
+        workers = self.config.dataloader_workers
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.batch_size, num_workers=workers,
+                                             multiprocessing_context="spawn" if workers else None)
         loader = self.accelerator.prepare(loader)
         return iter(self.accelerator.skip_first_batches(loader, first_step * self.config.gradient_accumulation))
 
