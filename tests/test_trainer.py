@@ -59,8 +59,7 @@ def test_stage_2_overfits_a_clip_with_masked_latents(tmp_path):
         pretraining.close()
     models = tmp_path / "models"
     config = tiny_training_config(tmp_path, stage=2, frames=4, size=64, steps=120, learning_rate=2e-3,
-                                  masked_latents=True,
-                                  init=str(stage_1), vae=str(models / "sd-vae-ft-mse"),
+                                  masked_latents=True, init=str(stage_1), vae=str(models / "sd-vae-ft-mse"),
                                   clip=str(models / "image_encoder"))
     before, after = overfit(config, config.steps)
     assert after["ldm"] <= before["ldm"] / 2 and after["ffg"] <= before["ffg"] / 2, (before, after)
